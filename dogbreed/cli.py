@@ -1,0 +1,273 @@
+"""The command line: parse options, call the modules that do the work, render tables or JSON.
+
+Heavy libraries (torch, torchvision, matplotlib) are imported inside the commands that need them, so
+`dogbreed --help`, `list` and `show` start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from dogbreed import __version__
+from dogbreed.config import resolve_paths
+from dogbreed.errors import DogbreedError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class _Group(TyperGroup):
+    """Turns a user's mistake (DogbreedError) or a broken store into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DogbreedError as exc:
+            err.print(f"[red]Error:[/red] {exc}", markup=True, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except sqlite3.DatabaseError as exc:
+            err.print(f"[red]Error:[/red] store {ctx.obj['db']}: {exc}", soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="Classify dog photos into the 120 Stanford Dogs breeds; every photo and prediction kept in SQLite.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+
+def main() -> None:
+    app(prog_name="dogbreed")
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _db_path(ctx: typer.Context) -> Path:
+    return ctx.obj["db"]
+
+
+def _open(ctx: typer.Context) -> sqlite3.Connection:
+    from dogbreed.store import open_store
+
+    return open_store(_db_path(ctx))
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"dogbreed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    db: Optional[Path] = typer.Option(
+        None, "--db", help="SQLite store to use (default: $DOGBREED_DB, else $DOGBREED_HOME/dogbreed.db)."
+    ),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    ctx.obj = {"db": resolve_paths(db=db).db}
+
+
+# ---------------------------------------------------------------- paths, breeds
+
+
+@app.command("paths")
+def paths_cmd(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Print where dogbreed keeps its store, checkpoints and dataset."""
+    resolved = resolve_paths(db=_db_path(ctx)).as_dict()
+    if as_json:
+        _print_json(resolved)
+        return
+    table = Table("what", "path")
+    for key, value in resolved.items():
+        table.add_row(key, value)
+    out.print(table)
+
+
+app.command("info", help="Same as 'paths'.", hidden=True)(paths_cmd)
+
+
+@app.command("breeds")
+def breeds_cmd(
+    search: Optional[str] = typer.Argument(None, help="Only breeds whose name contains this text."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List the 120 Stanford Dogs breeds (WordNet id, folder name, display name)."""
+    from dogbreed.breeds import BREEDS
+
+    rows = [b for b in BREEDS if not search or search.lower() in f"{b.folder} {b.name}".lower()]
+    if as_json:
+        _print_json([{"index": b.index, "wnid": b.wnid, "folder": b.folder, "name": b.name} for b in rows])
+        return
+    table = Table("#", "WordNet id", "folder", "name", title=f"{len(rows)} breeds")
+    for b in rows:
+        table.add_row(str(b.index), b.wnid, b.folder, b.name)
+    out.print(table)
+
+
+# ---------------------------------------------------------------- upload, list, show, delete
+
+
+@app.command("upload")
+def upload_cmd(
+    ctx: typer.Context,
+    paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or glob patterns."),
+    ground_truth: Optional[str] = typer.Option(
+        None, "--ground-truth", "-g", help="Breed of every uploaded image (name, folder name or WordNet id)."
+    ),
+    filename: Optional[str] = typer.Option(None, "--filename", help="Name to store (a single file only)."),
+    label_from_folder: bool = typer.Option(
+        False, "--label-from-folder", help="Take each image's breed from its Stanford folder name."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Store photos with their bytes; duplicates are reported, broken files refused with the reason."""
+    from rich.progress import Progress
+
+    from dogbreed.breeds import resolve_breed
+    from dogbreed.ingest import expand_paths, upload
+
+    breed = resolve_breed(ground_truth) if ground_truth else None
+    if breed and label_from_folder:
+        raise DogbreedError("use either --ground-truth or --label-from-folder, not both")
+    files, results = expand_paths(paths)
+    if filename and len(files) != 1:
+        raise DogbreedError(f"--filename needs exactly one file, got {len(files)}")
+    conn = _open(ctx)
+    show_lines = not as_json
+    with Progress(console=err, transient=True, disable=as_json or len(files) < 20) as progress:
+        task = progress.add_task("uploading", total=len(files))
+        for result in results:
+            if show_lines:
+                _print_upload_line(progress.console if len(files) >= 20 else out, result)
+        for result in upload(conn, files, ground_truth=breed, label_from_folder=label_from_folder, filename=filename):
+            results.append(result)
+            progress.advance(task)
+            if show_lines:
+                _print_upload_line(out, result)
+    counts = {s: sum(r.status == s for r in results) for s in ("new", "duplicate", "refused")}
+    if as_json:
+        _print_json({"results": [r.as_dict() for r in results], "summary": counts})
+    else:
+        out.print(f"{counts['new']} new, {counts['duplicate']} duplicate, {counts['refused']} refused")
+    if counts["refused"]:
+        raise typer.Exit(1)
+
+
+def _print_upload_line(console: Console, r: Any) -> None:
+    if r.status == "refused":
+        console.print(f"[red]refused[/red]   {r.path}: {r.reason}", soft_wrap=True)
+    else:
+        note = f" ({r.reason})" if r.reason else ""
+        color = "green" if r.status == "new" else "yellow"
+        console.print(f"[{color}]{r.status:<9}[/{color}] id {r.image_id}  {r.path}{note}", soft_wrap=True)
+
+
+@app.command("list")
+def list_cmd(
+    ctx: typer.Context,
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=100_000, help="Rows per page."),
+    offset: int = typer.Option(0, "--offset", min=0, help="Skip this many rows."),
+    after: Optional[int] = typer.Option(None, "--after", help="Only ids greater than this (fast deep paging)."),
+    breed: Optional[str] = typer.Option(None, "--breed", "-b", help="Only images with this ground truth."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List stored images (never their bytes) with their latest top-1 prediction."""
+    from dogbreed.breeds import display_name, resolve_breed
+    from dogbreed.store import images
+
+    wnid = resolve_breed(breed).wnid if breed else None
+    conn = _open(ctx)
+    rows = images.list_images(conn, limit=limit, offset=offset, after_id=after, breed=wnid)
+    if as_json:
+        for row in rows:
+            row["ground_truth_name"] = display_name(row["ground_truth"]) or None
+            row["top1_name"] = display_name(row["top1"]) or None
+        _print_json(rows)
+        return
+    table = Table("id", "filename", "ground truth", "top-1", "p", "uploaded", title="images")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            row["filename"],
+            display_name(row["ground_truth"]),
+            display_name(row["top1"]),
+            f"{row['top1_prob']:.1%}" if row["top1_prob"] is not None else "",
+            row["created_at"][:19].replace("T", " "),
+        )
+    out.print(table)
+    if not rows:
+        out.print("no images yet: add some with 'dogbreed upload PATH'" if offset == 0 and after is None else "")
+
+
+@app.command("show")
+def show_cmd(
+    ctx: typer.Context,
+    image_id: int = typer.Argument(..., help="Image id."),
+    top_k: int = typer.Option(5, "--top-k", "-k", min=1, max=120, help="Breeds to show per prediction."),
+    all_breeds: bool = typer.Option(False, "--all", help="Show all 120 probabilities."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show one image's metadata and its predictions (never the bytes)."""
+    from dogbreed.breeds import display_name
+    from dogbreed.store import images, predictions
+
+    conn = _open(ctx)
+    row = images.get_image(conn, image_id)
+    if row is None:
+        raise DogbreedError(f"no image with id {image_id}; see 'dogbreed list'")
+    k = 120 if all_breeds else top_k
+    preds = predictions.for_image(conn, image_id, top_k=k)
+    if as_json:
+        row["ground_truth_name"] = display_name(row["ground_truth"]) or None
+        row["predictions"] = preds
+        _print_json(row)
+        return
+    table = Table(show_header=False, title=f"image {image_id}")
+    for key in ("filename", "format", "width", "height", "size_bytes", "sha256", "created_at"):
+        table.add_row(key, str(row[key]))
+    table.add_row("ground truth", display_name(row["ground_truth"]) or "-")
+    out.print(table)
+    if not preds:
+        out.print("no predictions yet: run 'dogbreed predict --id {}'".format(image_id))
+    for pred in preds:
+        ptable = Table("rank", "breed", "probability", title=f"{pred['checkpoint_path']} on {pred['device']}")
+        for rank, item in enumerate(pred["top"], 1):
+            ptable.add_row(str(rank), item["name"], f"{item['prob']:.2%}")
+        out.print(ptable)
+
+
+@app.command("delete")
+def delete_cmd(
+    ctx: typer.Context,
+    image_ids: list[int] = typer.Argument(..., help="Image ids to delete."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Delete images with their bytes, predictions and jobs."""
+    from dogbreed.store import images
+
+    conn = _open(ctx)
+    deleted = images.delete_images(conn, image_ids)
+    missing = [i for i in image_ids if i not in deleted]
+    if as_json:
+        _print_json({"deleted": deleted, "missing": missing})
+    else:
+        for image_id in deleted:
+            out.print(f"deleted image {image_id}")
+    if missing:
+        raise DogbreedError(f"no image with id {', '.join(map(str, missing))}; nothing else was changed")

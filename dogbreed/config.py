@@ -1,0 +1,48 @@
+"""Where things live. Precedence everywhere: command-line flag > environment variable > default."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_HOME = "DOGBREED_HOME"
+ENV_DB = "DOGBREED_DB"
+ENV_CHECKPOINTS = "DOGBREED_CHECKPOINTS"
+ENV_DATASET = "DOGBREED_DATASET"
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def home_dir() -> Path:
+    """DOGBREED_HOME, or the platform's user data dir for "dogbreed"."""
+    env = _env_path(ENV_HOME)
+    if env is not None:
+        return env
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("dogbreed", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Paths:
+    home: Path
+    db: Path
+    checkpoints: Path
+    dataset: Path
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.__dict__.items()}
+
+
+def resolve_paths(db: Path | None = None, dataset: Path | None = None, checkpoints: Path | None = None) -> Paths:
+    home = home_dir()
+    return Paths(
+        home=home,
+        db=db or _env_path(ENV_DB) or home / "dogbreed.db",
+        checkpoints=checkpoints or _env_path(ENV_CHECKPOINTS) or home / "checkpoints",
+        dataset=dataset or _env_path(ENV_DATASET) or home / "dataset",
+    )

@@ -1,0 +1,31 @@
+"""Predictions: one per image per checkpoint, with all class probabilities."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from dogbreed.breeds import display_name
+
+
+def _top(probs: dict[str, float], k: int) -> list[dict[str, Any]]:
+    ranked = sorted(probs.items(), key=lambda kv: kv[1], reverse=True)[:k]
+    return [{"wnid": w, "name": display_name(w), "prob": p} for w, p in ranked]
+
+
+def for_image(conn: sqlite3.Connection, image_id: int, top_k: int = 5) -> list[dict[str, Any]]:
+    """The image's predictions, newest first, each with its top-k breeds."""
+    rows = conn.execute(
+        "SELECT id, checkpoint_sha256, checkpoint_path, top1, top1_prob, probs, device, job_id, created_at "
+        "FROM predictions WHERE image_id = ? ORDER BY created_at DESC, id DESC",
+        (image_id,),
+    ).fetchall()
+    result = []
+    for row in rows:
+        item = dict(row)
+        probs = json.loads(item.pop("probs"))
+        item["top1_name"] = display_name(item["top1"])
+        item["top"] = _top(probs, top_k)
+        result.append(item)
+    return result
