@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -43,7 +44,7 @@ app = typer.Typer(
     cls=_Group,
     help="Classify dog photos into the 120 Stanford Dogs breeds; every photo and prediction kept in SQLite.",
     no_args_is_help=True,
-    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
     add_completion=False,
 )
 
@@ -75,7 +76,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    db: Optional[Path] = typer.Option(
+    db: Path | None = typer.Option(
         None, "--db", help="SQLite store to use (default: $DOGBREED_DB, else $DOGBREED_HOME/dogbreed.db)."
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
@@ -104,7 +105,7 @@ app.command("info", help="Same as 'paths'.", hidden=True)(paths_cmd)
 
 @app.command("breeds")
 def breeds_cmd(
-    search: Optional[str] = typer.Argument(None, help="Only breeds whose name contains this text."),
+    search: str | None = typer.Argument(None, help="Only breeds whose name contains this text."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List the 120 Stanford Dogs breeds (WordNet id, folder name, display name)."""
@@ -127,10 +128,10 @@ def breeds_cmd(
 def upload_cmd(
     ctx: typer.Context,
     paths: list[str] = typer.Argument(..., help="Image files, folders (recursive) or glob patterns."),
-    ground_truth: Optional[str] = typer.Option(
+    ground_truth: str | None = typer.Option(
         None, "--ground-truth", "-g", help="Breed of every uploaded image (name, folder name or WordNet id)."
     ),
-    filename: Optional[str] = typer.Option(None, "--filename", help="Name to store (a single file only)."),
+    filename: str | None = typer.Option(None, "--filename", help="Name to store (a single file only)."),
     label_from_folder: bool = typer.Option(
         False, "--label-from-folder", help="Take each image's breed from its Stanford folder name."
     ),
@@ -183,8 +184,8 @@ def list_cmd(
     ctx: typer.Context,
     limit: int = typer.Option(50, "--limit", "-n", min=1, max=100_000, help="Rows per page."),
     offset: int = typer.Option(0, "--offset", min=0, help="Skip this many rows."),
-    after: Optional[int] = typer.Option(None, "--after", help="Only ids greater than this (fast deep paging)."),
-    breed: Optional[str] = typer.Option(None, "--breed", "-b", help="Only images with this ground truth."),
+    after: int | None = typer.Option(None, "--after", help="Only ids greater than this (fast deep paging)."),
+    breed: str | None = typer.Option(None, "--breed", "-b", help="Only images with this ground truth."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List stored images (never their bytes) with their latest top-1 prediction."""
@@ -244,7 +245,7 @@ def show_cmd(
     table.add_row("ground truth", display_name(row["ground_truth"]) or "-")
     out.print(table)
     if not preds:
-        out.print("no predictions yet: run 'dogbreed predict --id {}'".format(image_id))
+        out.print(f"no predictions yet: run 'dogbreed predict --id {image_id}'")
     for pred in preds:
         ptable = Table("rank", "breed", "probability", title=f"{pred['checkpoint_path']} on {pred['device']}")
         for rank, item in enumerate(pred["top"], 1):
@@ -271,3 +272,213 @@ def delete_cmd(
             out.print(f"deleted image {image_id}")
     if missing:
         raise DogbreedError(f"no image with id {', '.join(map(str, missing))}; nothing else was changed")
+
+
+# ---------------------------------------------------------------- predict, tasks, view
+
+
+@app.command("predict")
+def predict_cmd(
+    ctx: typer.Context,
+    ids: list[int] = typer.Option([], "--id", help="Image id to predict (repeatable)."),
+    every: bool = typer.Option(False, "--all", help="Predict every image again with this checkpoint."),
+    pending: bool = typer.Option(
+        False, "--pending", help="Every image without a prediction from this checkpoint (finishes killed runs)."
+    ),
+    device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda (or gpu), mps."),
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", "-c", help="Checkpoint file (default: the newest finished training run's best)."
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", "-w", min=0, help="Worker processes (0: in this process; default: auto)."
+    ),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads per worker."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", min=1, max=1024, help="Images per forward pass."),
+    top_k: int = typer.Option(3, "--top-k", "-k", min=1, max=120, help="Breeds to print per image."),
+    background: bool = typer.Option(
+        False, "--background", help="Queue the jobs, print their ids and return; a detached worker runs them."
+    ),
+    queued: bool = typer.Option(False, "--queued", hidden=True, help="Run this checkpoint's queued jobs."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Classify stored images; every job and prediction is recorded in the store."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from dogbreed import predict
+    from dogbreed.model import file_sha256, select_device
+
+    conn = _open(ctx)
+    ckpt = checkpoint or predict.default_checkpoint(conn)
+    dev, warning = select_device(device)
+    if warning:
+        err.print(f"[yellow]Warning:[/yellow] {warning}")
+    if queued:
+        sha = file_sha256(ckpt)
+        job_ids = predict.job_rows.queued_ids(conn, sha)
+    else:
+        job_ids, sha = predict.plan_jobs(conn, ckpt, image_ids=ids, every=every, pending=pending)
+    if background:
+        pid = None
+        if job_ids:
+            pid, log = predict.start_background(
+                _db_path(ctx), ckpt, str(dev), workers, batch_size, resolve_paths().home / "logs"
+            )
+        if as_json:
+            _print_json({"job_ids": job_ids, "pid": pid})
+        else:
+            out.print(
+                f"queued {len(job_ids)} job(s): {_id_ranges(job_ids)}"
+                + (f"; worker pid {pid}, log {log}" if pid else "")
+            )
+            out.print("follow them with 'dogbreed tasks'")
+        return
+    columns = (
+        TextColumn("predicting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.1f} img/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, disable=as_json or not job_ids) as progress:
+        task = progress.add_task("predict", total=len(job_ids), rate=0.0)
+        started = time.perf_counter()
+
+        def advance(done: int, failed: int) -> None:
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            progress.update(task, completed=done + failed, rate=(done + failed) / elapsed)
+
+        outcome = predict.run_jobs(
+            _db_path(ctx),
+            ckpt,
+            sha,
+            job_ids,
+            device=str(dev),
+            workers=workers,
+            threads=threads,
+            batch_size=batch_size,
+            on_progress=advance,
+        )
+    results = predict.results_for(conn, job_ids, top_k)
+    if as_json:
+        _print_json(
+            {
+                "device": str(dev),
+                "checkpoint": str(ckpt),
+                "done": outcome.done,
+                "failed": outcome.failed,
+                "seconds": round(outcome.seconds, 3),
+                "results": results,
+            }
+        )
+    else:
+        _print_predictions(results)
+        rate = (outcome.done + outcome.failed) / outcome.seconds if outcome.seconds else 0.0
+        out.print(
+            f"{outcome.done} predicted, {outcome.failed} failed on {dev} ({rate:.1f} images/s)"
+            if job_ids
+            else "nothing to predict: every image already has a prediction from this checkpoint"
+        )
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def _id_ranges(ids: list[int]) -> str:
+    if not ids:
+        return "none"
+    parts, start, prev = [], ids[0], ids[0]
+    for i in [*ids[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)
+
+
+def _print_predictions(results: list[dict[str, Any]], limit: int = 50) -> None:
+    from dogbreed.store.predictions import format_top
+
+    if not results:
+        return
+    table = Table("job", "image", "status", "prediction", title="predictions")
+    for r in results[:limit]:
+        text = format_top(r["top"]) if r["status"] == "done" else f"[red]{r['error']}[/red]"
+        table.add_row(str(r["job_id"]), str(r["image_id"]), r["status"], text)
+    out.print(table)
+    if len(results) > limit:
+        out.print(f"... and {len(results) - limit} more (use --json for all)")
+
+
+@app.command("tasks")
+def tasks_cmd(
+    ctx: typer.Context,
+    job_id: int | None = typer.Argument(None, help="One job's id."),
+    status: str | None = typer.Option(None, "--status", "-s", help="queued, running, done or failed."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="Newest N jobs."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Prediction job status (queued / running / done / failed), newest first."""
+    from dogbreed.store import jobs
+
+    if status is not None and status not in jobs.JOB_STATUSES:
+        raise DogbreedError(f"unknown status {status!r}; use one of {', '.join(jobs.JOB_STATUSES)}")
+    conn = _open(ctx)
+    rows = jobs.list_jobs(conn, job_id=job_id, status=status, limit=limit)
+    if job_id is not None and not rows:
+        raise DogbreedError(f"no job with id {job_id}; see 'dogbreed tasks'")
+    if as_json:
+        _print_json(rows[0] if job_id is not None else rows)
+        return
+    counts = jobs.status_counts(conn)
+    table = Table(
+        "job",
+        "image",
+        "status",
+        "device",
+        "created",
+        "finished",
+        "s",
+        "error",
+        title="jobs: " + ", ".join(f"{v} {k}" for k, v in counts.items()),
+    )
+    colors = {"done": "green", "failed": "red", "running": "cyan", "queued": "yellow"}
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            str(r["image_id"]),
+            f"[{colors[r['status']]}]{r['status']}[/]",
+            r["device"] or "",
+            (r["created_at"] or "")[:19].replace("T", " "),
+            (r["finished_at"] or "")[:19].replace("T", " "),
+            f"{r['seconds']:.3f}" if r["seconds"] is not None else "",
+            r["error"] or "",
+        )
+    out.print(table)
+
+
+@app.command("view")
+def view_cmd(
+    ctx: typer.Context,
+    image_id: int = typer.Argument(..., help="Image id."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="PNG to write (default: view-<id>.png)."),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1, max=120, help="Breeds in the bar chart."),
+) -> None:
+    """Write a PNG: the photo, a bar chart of its top-k breeds, and a title coloured by correctness."""
+    from dogbreed import viz
+    from dogbreed.store import images, predictions
+
+    conn = _open(ctx)
+    row = images.get_image(conn, image_id)
+    if row is None:
+        raise DogbreedError(f"no image with id {image_id}; see 'dogbreed list'")
+    preds = predictions.for_image(conn, image_id, top_k=top_k)
+    if not preds:
+        raise DogbreedError(f"image {image_id} has no prediction yet; run 'dogbreed predict --id {image_id}'")
+    data = images.get_image_bytes(conn, image_id)
+    target = output or Path(f"view-{image_id}.png")
+    if target.is_dir():
+        target = target / f"view-{image_id}.png"
+    subtitle = f"{Path(preds[0]['checkpoint_path']).name} on {preds[0]['device']}"
+    path = viz.render_view(data, preds[0]["top"], row["ground_truth"], target, subtitle=subtitle)
+    out.print(str(path))

@@ -53,7 +53,9 @@ def png_bomb(width=30_000, height=30_000) -> bytes:
     body = bytearray(small[ihdr_start + 4 : ihdr_start + 8 + length])  # type + data
     body[4:12] = struct.pack(">II", width, height)
     crc = struct.pack(">I", zlib.crc32(bytes(body)) & 0xFFFFFFFF)
-    return small[:ihdr_start] + small[ihdr_start : ihdr_start + 4] + bytes(body) + crc + small[ihdr_start + 12 + length :]
+    return (
+        small[:ihdr_start] + small[ihdr_start : ihdr_start + 4] + bytes(body) + crc + small[ihdr_start + 12 + length :]
+    )
 
 
 def variety(folder: Path) -> dict[str, Path]:

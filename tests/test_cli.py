@@ -70,8 +70,12 @@ def test_db_location_flag_beats_env_beats_home(home, tmp_path, monkeypatch):
 def test_breeds_lists_all_120(cli):
     rows = cli.json("breeds")
     assert len(rows) == 120 and len({r["wnid"] for r in rows}) == 120
-    assert {"wnid": "n02099267", "folder": "n02099267-flat-coated_retriever", "name": "Flat-coated retriever",
-            "index": 54} in rows
+    assert {
+        "wnid": "n02099267",
+        "folder": "n02099267-flat-coated_retriever",
+        "name": "Flat-coated retriever",
+        "index": 54,
+    } in rows
 
 
 @pytest.mark.parametrize("args", [["--help"], ["list"], ["show", "1"]])
@@ -84,9 +88,7 @@ def test_light_commands_never_import_torch_or_matplotlib(home, args):
         "print('HEAVY', heavy)\n"
     )
     env = {**os.environ, "DOGBREED_HOME": str(home)}
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=60
-    )
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=60)
     assert "HEAVY []" in proc.stdout, proc.stdout + proc.stderr
 
 

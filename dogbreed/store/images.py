@@ -57,9 +57,7 @@ def insert_image(conn: sqlite3.Connection, image: NewImage) -> tuple[int, bool]:
 
 
 def label_if_unlabelled(conn: sqlite3.Connection, image_id: int, wnid: str) -> bool:
-    cur = conn.execute(
-        "UPDATE images SET ground_truth = ? WHERE id = ? AND ground_truth IS NULL", (wnid, image_id)
-    )
+    cur = conn.execute("UPDATE images SET ground_truth = ? WHERE id = ? AND ground_truth IS NULL", (wnid, image_id))
     return cur.rowcount > 0
 
 

@@ -29,3 +29,8 @@ def for_image(conn: sqlite3.Connection, image_id: int, top_k: int = 5) -> list[d
         item["top"] = _top(probs, top_k)
         result.append(item)
     return result
+
+
+def format_top(top: list[dict[str, Any]]) -> str:
+    """'Beagle 81.2%, Basset 9.0%' for a short list of ranked breeds."""
+    return ", ".join(f"{t['name']} {t['prob']:.1%}" for t in top)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Optional
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
@@ -18,14 +17,14 @@ from dogbreed.store.db import connect
 
 class ImageRow(SQLModel, table=True):
     __tablename__ = "images"
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     filename: str
     sha256: str = Field(unique=True)
     format: str
     width: int
     height: int
     size_bytes: int
-    ground_truth: Optional[str] = None
+    ground_truth: str | None = None
     created_at: str
 
 
@@ -37,7 +36,7 @@ class ImageBlob(SQLModel, table=True):
 
 class PredictionRow(SQLModel, table=True):
     __tablename__ = "predictions"
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     image_id: int = Field(foreign_key="images.id")
     checkpoint_sha256: str
     checkpoint_path: str
@@ -45,29 +44,29 @@ class PredictionRow(SQLModel, table=True):
     top1_prob: float
     probs: str
     device: str
-    job_id: Optional[int] = None
+    job_id: int | None = None
     created_at: str
 
 
 class JobRow(SQLModel, table=True):
     __tablename__ = "jobs"
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     image_id: int = Field(foreign_key="images.id")
     checkpoint_sha256: str
     checkpoint_path: str
     status: str
-    error: Optional[str] = None
-    owner_pid: Optional[int] = None
-    device: Optional[str] = None
+    error: str | None = None
+    owner_pid: int | None = None
+    device: str | None = None
     created_at: str
-    started_at: Optional[str] = None
-    finished_at: Optional[str] = None
-    seconds: Optional[float] = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    seconds: float | None = None
 
 
 class RunRow(SQLModel, table=True):
     __tablename__ = "runs"
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     name: str
     status: str
     model: str
@@ -76,19 +75,19 @@ class RunRow(SQLModel, table=True):
     dataset: str
     params: str
     num_classes: int
-    checkpoint_path: Optional[str] = None
-    checkpoint_sha256: Optional[str] = None
-    best_epoch: Optional[int] = None
-    best_val_acc: Optional[float] = None
-    test_acc: Optional[float] = None
-    test_top5: Optional[float] = None
-    test_macro_f1: Optional[float] = None
-    test_report: Optional[str] = None
-    skipped: Optional[str] = None
-    error: Optional[str] = None
+    checkpoint_path: str | None = None
+    checkpoint_sha256: str | None = None
+    best_epoch: int | None = None
+    best_val_acc: float | None = None
+    test_acc: float | None = None
+    test_top5: float | None = None
+    test_macro_f1: float | None = None
+    test_report: str | None = None
+    skipped: str | None = None
+    error: str | None = None
     started_at: str
-    finished_at: Optional[str] = None
-    duration_s: Optional[float] = None
+    finished_at: str | None = None
+    duration_s: float | None = None
 
 
 class EpochRow(SQLModel, table=True):

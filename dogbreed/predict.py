@@ -1,0 +1,316 @@
+"""Prediction jobs in a local process pool.
+
+The parent plans jobs in the store, claims them a batch at a time and is the ONE writer of results. Each
+worker loads the model once (pool initializer), limits its torch threads so workers do not oversubscribe the
+cores, reads its batch's bytes straight from the store (read-only, WAL) and returns probabilities. Memory stays
+flat whatever the number of images: only a few batches are in flight at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dogbreed.errors import DogbreedError
+from dogbreed.store import jobs as job_rows
+
+DEFAULT_BATCH = 16
+
+
+@dataclass
+class PredictOutcome:
+    job_ids: list[int]
+    done: int = 0
+    failed: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    device: str = "cpu"
+    seconds: float = 0.0
+
+
+def default_checkpoint(conn: sqlite3.Connection) -> Path:
+    """The best checkpoint of the newest finished training run whose file still exists."""
+    rows = conn.execute(
+        "SELECT id, checkpoint_path FROM runs WHERE status = 'finished' AND checkpoint_path IS NOT NULL "
+        "ORDER BY finished_at DESC, id DESC"
+    ).fetchall()
+    for row in rows:
+        if Path(row["checkpoint_path"]).is_file():
+            return Path(row["checkpoint_path"])
+    raise DogbreedError("no trained model yet: train one with 'dogbreed train' or pass --checkpoint PATH")
+
+
+def plan_jobs(
+    conn: sqlite3.Connection,
+    checkpoint: Path,
+    *,
+    image_ids: list[int] | None = None,
+    every: bool = False,
+    pending: bool = False,
+) -> tuple[list[int], str]:
+    """Write the jobs for this request to the store before any work starts; returns (job ids, checkpoint sha)."""
+    from dogbreed.model import file_sha256, read_checkpoint
+
+    read_checkpoint(checkpoint)  # a clear error now beats one per worker later
+    sha = file_sha256(checkpoint)
+    path = str(checkpoint.resolve())
+    if image_ids:
+        from dogbreed.store.images import existing_ids
+
+        missing = sorted(set(image_ids) - existing_ids(conn, image_ids))
+        if missing:
+            raise DogbreedError(f"no image with id {', '.join(map(str, missing))}; see 'dogbreed list'")
+        ids = list(dict.fromkeys(image_ids))
+        return job_rows.plan(conn, ids, sha, path, only_missing=False), sha
+    if not (every or pending):
+        raise DogbreedError("say which images: --id N (repeatable), --all or --pending")
+    return job_rows.plan(conn, None, sha, path, only_missing=pending), sha
+
+
+# ---------------------------------------------------------------- worker side
+
+_WORKER: dict[str, Any] = {}
+
+
+def init_worker(checkpoint: str, device: str, db_path: str, threads: int) -> None:
+    """Pool initializer: load the model once per worker process."""
+    import torch
+
+    from dogbreed.model import load_checkpoint, prepare_for_inference
+
+    torch.set_num_threads(max(1, threads))
+    dev = torch.device(device)
+    model, meta = load_checkpoint(checkpoint, dev)
+    _WORKER.update(
+        model=prepare_for_inference(model, dev),
+        meta=meta,
+        device=dev,
+        conn=sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False),
+    )
+    _WORKER["conn"].execute("PRAGMA busy_timeout = 60000")
+
+
+def _load_blobs(conn: sqlite3.Connection, image_ids: list[int]) -> dict[int, bytes]:
+    marks = ",".join("?" * len(image_ids))
+    rows = conn.execute(f"SELECT image_id, data FROM image_blobs WHERE image_id IN ({marks})", image_ids)
+    return {r[0]: r[1] for r in rows}
+
+
+def run_batch(claimed: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    """Predict one batch of (job id, image id); an image that cannot be decoded fails alone."""
+    import torch
+
+    from dogbreed.imaging import preprocess
+    from dogbreed.model import predict_probs
+
+    model, meta, device, conn = _WORKER["model"], _WORKER["meta"], _WORKER["device"], _WORKER["conn"]
+    start = time.perf_counter()
+    blobs = _load_blobs(conn, [image_id for _, image_id in claimed])
+    results, tensors, ok = [], [], []
+    for job_id, image_id in claimed:
+        data = blobs.get(image_id)
+        try:
+            if data is None:
+                raise DogbreedError("image was deleted")
+            tensors.append(preprocess(data, meta.image_size, tuple(meta.mean), tuple(meta.std)))
+            ok.append((job_id, image_id))
+        except Exception as exc:  # one bad image never sinks the batch
+            results.append(_failure(job_id, image_id, exc))
+    if tensors:
+        probs = predict_probs(model, torch.stack(tensors), device).numpy()
+        wnids = meta.wnids
+        for (job_id, image_id), row in zip(ok, probs):
+            top = int(row.argmax())
+            results.append(
+                {
+                    "job_id": job_id,
+                    "image_id": image_id,
+                    "error": None,
+                    "top1": wnids[top],
+                    "top1_prob": float(row[top]),
+                    "probs": {w: round(float(p), 7) for w, p in zip(wnids, row)},
+                }
+            )
+    per_image = (time.perf_counter() - start) / max(1, len(claimed))
+    for r in results:
+        r["seconds"] = per_image
+    return results
+
+
+def _failure(job_id: int, image_id: int, exc: Exception) -> dict[str, Any]:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return {"job_id": job_id, "image_id": image_id, "error": reason}
+
+
+# ---------------------------------------------------------------- parent side
+
+
+def plan_workers(workers: int | None, threads: int | None, n_jobs: int, batch_size: int) -> tuple[int, int]:
+    """(worker processes, torch threads each). 0 processes means run in this process.
+
+    Default: a single batch runs in-process (a pool's start, mostly importing torch again, would cost more
+    than the work); more runs in one worker process using every core, which measured fastest here.
+    """
+    cores = os.cpu_count() or 1
+    if workers is None:
+        workers = 0 if n_jobs <= batch_size else 1
+    per = threads if threads and threads > 0 else max(1, cores // max(1, workers))
+    return workers, per
+
+
+class _InlineExecutor:
+    """The executor interface, run synchronously in this process (``--workers 0``)."""
+
+    def __init__(self, initializer: Callable[..., None], initargs: tuple):
+        initializer(*initargs)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except Exception as exc:
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        _WORKER.clear()
+
+
+def _executor(n_workers: int, initargs: tuple) -> Any:
+    if n_workers == 0:
+        return _InlineExecutor(init_worker, initargs)
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")  # forking a process that already runs torch threads can hang
+    return ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=init_worker, initargs=initargs)
+
+
+def run_jobs(
+    db_path: Path,
+    checkpoint: Path,
+    checkpoint_sha256: str,
+    job_ids: list[int],
+    *,
+    device: str = "cpu",
+    workers: int | None = None,
+    threads: int | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> PredictOutcome:
+    """Run the given jobs to completion (or failure) and record every outcome."""
+    from dogbreed.store import connect
+
+    outcome = PredictOutcome(job_ids=job_ids, device=device)
+    if not job_ids:
+        return outcome
+    conn = connect(db_path)
+    n_workers, n_threads = plan_workers(workers, threads, len(job_ids), batch_size)
+    start = time.perf_counter()
+    chunks = iter([job_ids[i : i + batch_size] for i in range(0, len(job_ids), batch_size)])
+    in_flight: dict[Future, list[int]] = {}
+    path = str(checkpoint.resolve())
+
+    def record(results: list[dict[str, Any]]) -> None:
+        job_rows.finish(conn, results, path, checkpoint_sha256, device)
+        for r in results:
+            if r["error"] is None:
+                outcome.done += 1
+            else:
+                outcome.failed += 1
+                outcome.failures.append(r)
+        if on_progress:
+            on_progress(outcome.done, outcome.failed)
+
+    pool = _executor(n_workers, (str(checkpoint), device, str(db_path), n_threads))
+    try:
+        while True:
+            while len(in_flight) < max(1, n_workers) * 2:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                claimed = job_rows.claim(conn, chunk, device)
+                if claimed:
+                    in_flight[pool.submit(run_batch, claimed)] = [job_id for job_id, _ in claimed]
+            if not in_flight:
+                break
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                ids = in_flight.pop(fut)
+                try:
+                    results = fut.result()
+                except Exception as exc:  # a worker died or could not load the model: these jobs fail
+                    results = [_failure(job_id, 0, exc) | {"seconds": 0.0} for job_id in ids]
+                record(results)
+    except BaseException:
+        job_rows.release(conn, [j for ids in in_flight.values() for j in ids])
+        pool.shutdown(wait=False, cancel_futures=True)
+        conn.close()
+        raise
+    pool.shutdown()
+    conn.close()
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def results_for(conn: sqlite3.Connection, job_ids: list[int], top_k: int) -> list[dict[str, Any]]:
+    """Each job with its image's prediction (top-k breeds) or its error, in job order."""
+    import json
+
+    from dogbreed.breeds import display_name
+
+    out = []
+    for start in range(0, len(job_ids), 500):
+        chunk = job_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            "SELECT j.id AS job_id, j.image_id, j.status, j.error, p.probs, p.device FROM jobs j "
+            "LEFT JOIN predictions p ON p.image_id = j.image_id AND p.checkpoint_sha256 = j.checkpoint_sha256 "
+            f"WHERE j.id IN ({marks}) ORDER BY j.id",
+            chunk,
+        )
+        for row in rows:
+            item = dict(row)
+            probs = json.loads(item.pop("probs")) if item["probs"] and item["status"] == "done" else {}
+            ranked = sorted(probs.items(), key=lambda kv: kv[1], reverse=True)[:top_k]
+            item["top"] = [{"wnid": w, "name": display_name(w), "prob": p} for w, p in ranked]
+            out.append(item)
+    return out
+
+
+def start_background(
+    db_path: Path, checkpoint: Path, device: str, workers: int | None, batch_size: int, log_dir: Path
+) -> tuple[int, Path]:
+    """Start a detached `dogbreed predict --queued` that runs this checkpoint's queued jobs; (pid, log file)."""
+    import subprocess
+    import sys
+    from datetime import datetime
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"predict-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    args = [
+        sys.executable,
+        "-m",
+        "dogbreed",
+        "--db",
+        str(db_path),
+        "predict",
+        "--queued",
+        "--checkpoint",
+        str(checkpoint),
+        "--device",
+        device,
+        "--batch-size",
+        str(batch_size),
+    ]
+    if workers is not None:
+        args += ["--workers", str(workers)]
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return proc.pid, log

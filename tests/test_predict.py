@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+def test_probabilities_cover_all_breeds_and_sum_to_one(cli, uploaded, checkpoint):
+    ids = uploaded(3, breed="beagle")
+    out = cli.json("predict", "--id", ids[0], "--id", ids[2], "--checkpoint", checkpoint, "--top-k", 5)
+    assert out["done"] == 2 and out["failed"] == 0
+    assert [r["image_id"] for r in out["results"]] == [ids[0], ids[2]]
+    for (probs,) in cli.sql("SELECT probs FROM predictions"):
+        import json
+
+        p = json.loads(probs)
+        assert len(p) == 120
+        assert abs(sum(p.values()) - 1.0) < 1e-4
+    top1, prob = cli.sql("SELECT top1, top1_prob FROM predictions WHERE image_id = ?", (ids[0],))[0]
+    shown = cli.json("show", ids[0])["predictions"][0]
+    assert shown["top1"] == top1 and shown["top"][0]["prob"] == pytest.approx(prob, abs=1e-6)
+    assert len(cli.json("show", ids[0], "--all")["predictions"][0]["top"]) == 120
+    listed = {r["id"]: r for r in cli.json("list")}
+    assert listed[ids[0]]["top1"] == top1 and listed[ids[1]]["top1"] is None
+
+
+def test_unavailable_device_falls_back_to_cpu_with_a_warning(cli, uploaded, checkpoint):
+    ids = uploaded(1)
+    result = cli("predict", "--id", ids[0], "--device", "mps", "--checkpoint", checkpoint)
+    assert "MPS is not available; using cpu" in result.output
+    assert cli.sql("SELECT device FROM predictions") == [("cpu",)]
+    assert cli.sql("SELECT device, status FROM jobs") == [("cpu", "done")]
+
+
+def test_corrupt_stored_image_fails_alone(cli, uploaded, checkpoint):
+    ids = uploaded(5)
+    import sqlite3
+
+    conn = sqlite3.connect(cli.db)
+    conn.execute("UPDATE image_blobs SET data = ? WHERE image_id = ?", (b"\xff\xd8garbage", ids[2]))
+    conn.commit()
+    conn.close()
+    out = cli.json("predict", "--all", "--checkpoint", checkpoint, expect=1)
+    assert out["done"] == 4 and out["failed"] == 1
+    failed = [r for r in out["results"] if r["status"] == "failed"]
+    assert failed[0]["image_id"] == ids[2] and "not a recognised image" in failed[0]["error"]
+    assert cli.json("tasks", "--status", "failed")[0]["image_id"] == ids[2]
+
+
+def test_pending_skips_done_images_and_all_replaces_them(cli, uploaded, checkpoint):
+    ids = uploaded(3)
+    cli("predict", "--id", ids[0], "--checkpoint", checkpoint)
+    assert cli.json("predict", "--pending", "--checkpoint", checkpoint)["done"] == 2
+    assert cli.json("predict", "--pending", "--checkpoint", checkpoint)["done"] == 0
+    assert cli.json("predict", "--all", "--checkpoint", checkpoint, "--workers", 1)["done"] == 3
+    assert cli.sql("SELECT COUNT(*) FROM predictions")[0][0] == 3  # one per image per checkpoint
+
+
+def test_predict_errors_are_one_line(cli, uploaded, checkpoint, tmp_path):
+    ids = uploaded(1)
+    assert "no trained model yet" in cli("predict", "--all", expect=1).output
+    assert "no image with id 999" in cli("predict", "--id", 999, "--checkpoint", checkpoint, expect=1).output
+    assert "does not exist" in cli("predict", "--id", ids[0], "--checkpoint", tmp_path / "nope.pt", expect=1).output
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    assert "cannot read checkpoint" in cli("predict", "--id", ids[0], "--checkpoint", bogus, expect=1).output
+    assert "say which images" in cli("predict", "--checkpoint", checkpoint, expect=1).output
+
+
+def _predict_proc(db, checkpoint, *extra):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "dogbreed", "--db", str(db), "predict", "--checkpoint", str(checkpoint)]
+    return subprocess.Popen(
+        [*args, *map(str, extra)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def _wait_for(cli, sql, predicate, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            value = cli.sql(sql)[0][0]
+            if predicate(value):
+                return value
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting on {sql}")
+
+
+@pytest.fixture(scope="module")
+def slow_checkpoint(tmp_path_factory):
+    from tests.conftest import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("slow") / "slow.pt", image_size=160)
+
+
+def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow_checkpoint):
+    n = 96
+    uploaded(n, size=(200, 160))
+    proc = _predict_proc(cli.db, slow_checkpoint, "--all", "--batch-size", 4, "--workers", 1)
+    done = _wait_for(cli, "SELECT COUNT(*) FROM jobs WHERE status = 'done'", lambda v: v >= 8)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    remaining = cli.sql("SELECT COUNT(*) FROM jobs WHERE status != 'done'")[0][0]
+    assert remaining > 0, f"the run finished before it was killed ({done} done)"
+    assert cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'running'")[0][0] > 0
+
+    out = cli.json("predict", "--pending", "--checkpoint", slow_checkpoint, "--batch-size", 32)
+    assert out["failed"] == 0
+    assert cli.sql("SELECT COUNT(*), COUNT(DISTINCT image_id) FROM predictions") == [(n, n)]
+    assert cli.sql("SELECT COUNT(*), COUNT(DISTINCT image_id) FROM jobs") == [(n, n)]
+    assert cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0] == n
+    assert cli.sql("PRAGMA integrity_check")[0][0] == "ok"
+
+
+def test_two_concurrent_runs_share_the_work_without_duplicates_or_lock_errors(cli, uploaded, checkpoint):
+    n = 120
+    uploaded(n)
+    procs = [_predict_proc(cli.db, checkpoint, "--pending", "--batch-size", 4, "--workers", 1) for _ in range(2)]
+    outputs = [p.communicate(timeout=240) for p in procs]
+    for p, (stdout, stderr) in zip(procs, outputs):
+        assert p.returncode == 0, stderr
+        assert "locked" not in stderr.lower() and "Traceback" not in stderr
+    assert cli.sql("SELECT COUNT(*), COUNT(DISTINCT image_id) FROM predictions") == [(n, n)]
+    assert cli.sql("SELECT COUNT(*), COUNT(DISTINCT image_id) FROM jobs") == [(n, n)]
+    assert cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0] == n
+
+
+def test_background_queues_jobs_and_a_detached_worker_runs_them(cli, uploaded, checkpoint):
+    ids = uploaded(4)
+    out = cli.json("predict", "--all", "--background", "--checkpoint", checkpoint)
+    assert len(out["job_ids"]) == 4 and out["pid"]
+    _wait_for(cli, "SELECT COUNT(*) FROM jobs WHERE status = 'done'", lambda v: v == 4)
+    job = cli.json("tasks", out["job_ids"][0])
+    assert job["status"] == "done" and job["image_id"] == ids[0]
+    assert "no job with id 999" in cli("tasks", 999, expect=1).output
+
+
+def test_view_writes_a_png_of_the_expected_size(cli, uploaded, checkpoint, tmp_path):
+    from PIL import Image
+
+    from dogbreed.viz import VIEW_DPI, VIEW_SIZE_INCHES
+
+    ids = uploaded(1, breed="beagle")
+    assert "no prediction yet" in cli("view", ids[0], expect=1).output
+    cli("predict", "--id", ids[0], "--checkpoint", checkpoint)
+    target = tmp_path / "out" / "v.png"
+    result = cli("view", ids[0], "--output", target, "--top-k", 5)
+    assert str(target) in result.output
+    with Image.open(target) as img:
+        assert img.format == "PNG"
+        assert img.size == (VIEW_SIZE_INCHES[0] * VIEW_DPI, VIEW_SIZE_INCHES[1] * VIEW_DPI)
+    assert "no image with id 77" in cli("view", 77, expect=1).output
+
+
+def test_a_worker_loads_the_model_once_not_per_batch(cli, uploaded, checkpoint, monkeypatch):
+    from dogbreed import model, predict
+    from dogbreed.store import jobs, open_store
+
+    ids = uploaded(6)
+    conn = open_store(cli.db)
+    job_ids, sha = predict.plan_jobs(conn, checkpoint, every=True)
+    predict.init_worker(str(checkpoint), "cpu", str(cli.db), 1)  # what the pool initializer runs once
+    try:
+
+        def no_reload(*a, **k):
+            raise AssertionError("model loaded again")
+
+        monkeypatch.setattr(model, "load_checkpoint", no_reload)
+        for chunk in (job_ids[:3], job_ids[3:]):
+            results = predict.run_batch(jobs.claim(conn, chunk, "cpu"))
+            assert [r["error"] for r in results] == [None] * 3
+    finally:
+        predict._WORKER.clear()
+    assert sorted(r["image_id"] for r in results) == ids[3:]
