@@ -482,3 +482,368 @@ def view_cmd(
     subtitle = f"{Path(preds[0]['checkpoint_path']).name} on {preds[0]['device']}"
     path = viz.render_view(data, preds[0]["top"], row["ground_truth"], target, subtitle=subtitle)
     out.print(str(path))
+
+
+# ---------------------------------------------------------------- train, stats
+
+
+class _RichTrainListener:
+    """Renders training events: a progress bar per stage with live loss, a table row per epoch."""
+
+    def __init__(self, quiet: bool = False):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[loss]}"),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+            disable=quiet,
+        )
+        self.task = None
+        self.header_printed = False
+
+    def stage(self, text: str) -> None:
+        if not self.quiet:
+            err.print(f"[bold]{text}[/bold]")
+
+    def warn(self, text: str) -> None:
+        err.print(f"[yellow]Warning:[/yellow] {text}", soft_wrap=True)
+
+    def start(self, description: str, total: int) -> None:
+        self.progress.start()  # one live display for the whole run; tasks come and go
+        self.task = self.progress.add_task(description, total=total, loss="")
+
+    def advance(self, n: int = 1, loss: float | None = None) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=n, loss=f"loss {loss:.4f}" if loss is not None else "")
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+
+    def close(self) -> None:
+        self.stop()
+        self.progress.stop()
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        table = _epoch_table([row], header=not self.header_printed)
+        self.header_printed = True
+        out.print(table)
+
+
+_EPOCH_COLUMNS = (
+    ("epoch", "epoch", "{}"),
+    ("train_loss", "loss", "{:.4f}"),
+    ("train_acc", "acc", "{:.1%}"),
+    ("val_loss", "val loss", "{:.4f}"),
+    ("val_acc", "val acc", "{:.1%}"),
+    ("val_top5", "val top5", "{:.1%}"),
+    ("val_f1", "val F1", "{:.3f}"),
+    ("seconds", "s", "{:.1f}"),
+)
+
+
+def _epoch_table(rows: list[dict[str, Any]], header: bool = True, title: str | None = None) -> Table:
+    table = Table(show_header=header, title=title, box=None)
+    for _key, label, _fmt in _EPOCH_COLUMNS:
+        table.add_column(label, justify="right", width=8, no_wrap=True)
+    table.add_column("", min_width=4)
+    for row in rows:
+        cells = [fmt.format(row[key]) for key, _label, fmt in _EPOCH_COLUMNS]
+        table.add_row(*cells, "best" if row.get("best") else "")
+    return table
+
+
+@app.command("train")
+def train_cmd(
+    ctx: typer.Context,
+    dataset: Path | None = typer.Option(
+        None, "--dataset", help="Stanford-layout dataset dir (default: $DOGBREED_HOME/dataset)."
+    ),
+    model: str = typer.Option(
+        "ResNet", "--model", "-m", help="ResNet, EfficientNet or any torchvision classifier name."
+    ),
+    finetune: bool = typer.Option(
+        False, "--finetune/--extractor", help="Train the whole network, or only a head on a frozen backbone."
+    ),
+    epochs: int = typer.Option(10, "--epochs", "-e", min=1, help="Epochs."),
+    batch: int = typer.Option(64, "--batch", min=2, help="Batch size."),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Learning rate (AdamW, cosine schedule)."),
+    image_size: int = typer.Option(224, "--image-size", min=16, help="Input size in pixels."),
+    pretrained: bool = typer.Option(
+        True, "--pretrained/--no-pretrained", help="Start from torchvision's ImageNet weights."
+    ),
+    weights: Path | None = typer.Option(None, "--weights", help="Backbone weights file (a torchvision state dict)."),
+    device: str = typer.Option("auto", "--device", "-d", help="auto, cpu, cuda (or gpu), mps."),
+    workers: int = typer.Option(2, "--workers", "-w", min=0, help="Data-loading worker processes."),
+    seed: int = typer.Option(0, "--seed", help="Seed for splits, shuffling and initialisation."),
+    limit_per_class: int | None = typer.Option(
+        None, "--limit-per-class", min=1, help="At most N images per breed in each split."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Run name (default: <model>-<mode>)."),
+    save: bool = typer.Option(True, "--save/--no-save", help="Keep the best checkpoint."),
+    cache_features: bool = typer.Option(
+        True,
+        "--cache-features/--no-cache-features",
+        help="Extractor mode: compute backbone features once (no augmentation for the head).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Train a breed classifier; the best epoch (by validation accuracy) is kept and evaluated on the test split."""
+    from dogbreed.train import TrainConfig, train
+
+    paths = resolve_paths(db=_db_path(ctx), dataset=dataset)
+    _open(ctx).close()  # create / migrate the store before training writes to it
+    config = TrainConfig(
+        dataset=paths.dataset,
+        checkpoints_dir=paths.checkpoints,
+        model=model,
+        mode="finetune" if finetune else "extractor",
+        epochs=epochs,
+        batch=batch,
+        lr=lr,
+        image_size=image_size,
+        pretrained=pretrained,
+        weights=weights,
+        device=device,
+        workers=workers,
+        seed=seed,
+        limit_per_class=limit_per_class,
+        name=name,
+        save=save,
+        cache_features=cache_features,
+    )
+    result = train(config, paths.db, _RichTrainListener(quiet=as_json))
+    if as_json:
+        payload = {k: v for k, v in result.__dict__.items() if k != "test"}
+        payload["checkpoint"] = str(result.checkpoint) if result.checkpoint else None
+        if result.test:
+            payload["test"] = {k: v for k, v in result.test.items() if k not in ("y_true", "y_pred")}
+        _print_json(payload)
+    else:
+        _print_train_summary(result)
+    if result.status == "interrupted":
+        raise typer.Exit(130)
+
+
+def _print_train_summary(result: Any) -> None:
+    if result.skipped:
+        err.print(f"[yellow]{len(result.skipped)} unreadable dataset image(s) skipped:[/yellow]")
+        for path, reason in sorted(result.skipped.items()):
+            err.print(f"  {path}: {reason}", soft_wrap=True)
+    if result.status == "interrupted":
+        kept = f"; best checkpoint so far: {result.checkpoint}" if result.checkpoint else ""
+        out.print(f"run {result.run_id} interrupted after epoch {len(result.epochs)}{kept}")
+        return
+    t = result.test
+    table = Table(show_header=False, title=f"run {result.run_id}: finished")
+    table.add_row("best epoch", str(result.best_epoch))
+    table.add_row("validation accuracy", f"{result.best_val_acc:.2%}")
+    table.add_row("test accuracy", f"{t['accuracy']:.2%}  ({t['n']} images)")
+    table.add_row("test top-5", f"{t['top5']:.2%}")
+    table.add_row("test macro F1", f"{t['macro_f1']:.3f}")
+    table.add_row("checkpoint", str(result.checkpoint) if result.checkpoint else "not saved (--no-save)")
+    out.print(table)
+    if t["most_confused"]:
+        from dogbreed.breeds import display_name
+
+        pairs = ", ".join(
+            f"{display_name(p['true'])} -> {display_name(p['predicted'])} ({p['count']})"
+            for p in t["most_confused"][:5]
+        )
+        out.print(f"most confused: {pairs}", soft_wrap=True)
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    return "" if value is None else fmt.format(value)
+
+
+@app.command("stats")
+def stats_cmd(
+    ctx: typer.Context,
+    run_id: int | None = typer.Argument(None, help="One run's id: its per-epoch table."),
+    plot: Path | None = typer.Option(
+        None, "--plot", help="Write loss / accuracy / F1 curves (this run, or the newest)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Training runs and their metrics, and a summary of the store."""
+    from dogbreed.store import runs
+
+    conn = _open(ctx)
+    if run_id is None:
+        all_runs = runs.list_runs(conn)
+        summary = runs.store_summary(conn)
+        if as_json:
+            _print_json({"runs": all_runs, "store": summary})
+        else:
+            _print_runs_table(all_runs)
+            _print_store_summary(summary)
+        if plot is not None:
+            if not all_runs:
+                raise DogbreedError("no training runs yet to plot; run 'dogbreed train'")
+            _plot_run(runs.get_run(conn, all_runs[0]["id"]), plot)
+        return
+    run = runs.get_run(conn, run_id)
+    if run is None:
+        raise DogbreedError(f"no training run with id {run_id}; see 'dogbreed stats'")
+    if plot is not None:
+        _plot_run(run, plot)
+    if as_json:
+        _print_json(run)
+        return
+    rows = [dict(e, best=e["epoch"] == run["best_epoch"]) for e in run["epochs"]]
+    out.print(_epoch_table(rows, title=f"run {run_id}: {run['name']} ({run['model']} {run['mode']}, {run['status']})"))
+    report = run["test_report"]
+    if report:
+        out.print(
+            f"test: accuracy {report['accuracy']:.2%}, top-5 {report['top5']:.2%}, macro F1 {report['macro_f1']:.3f} "
+            f"on {report['n']} images; checkpoint {run['checkpoint_path']}",
+            soft_wrap=True,
+        )
+
+
+def _plot_run(run: dict[str, Any], plot: Path) -> None:
+    from dogbreed import viz
+
+    if not run["epochs"]:
+        raise DogbreedError(f"run {run['id']} has no finished epoch to plot")
+    viz.render_curves(run["epochs"], plot, title=f"run {run['id']}: {run['name']}")
+    err.print(f"wrote {plot}")
+
+
+def _print_runs_table(all_runs: list[dict[str, Any]]) -> None:
+    table = Table(
+        "run", "name", "model", "status", "epochs", "val acc", "test acc", "F1", "time", title="training runs"
+    )
+    for r in all_runs:
+        table.add_row(
+            str(r["id"]),
+            r["name"],
+            f"{r['model']} {r['mode']}",
+            r["status"],
+            str(r["epochs"]),
+            _fmt(r["best_val_acc"], "{:.1%}"),
+            _fmt(r["test_acc"], "{:.1%}"),
+            _fmt(r["test_macro_f1"], "{:.3f}"),
+            _fmt(r["duration_s"], "{:.0f} s"),
+        )
+    out.print(table)
+
+
+def _print_store_summary(s: dict[str, Any]) -> None:
+    acc = f"{s['accuracy']:.1%} of {s['scored']}" if s["accuracy"] is not None else "n/a (no labelled predictions)"
+    out.print(
+        f"store: {s['images']} images, {s['labelled']} labelled, {s['predicted']} predicted; "
+        f"latest predictions vs ground truth: {acc}"
+    )
+
+
+# ---------------------------------------------------------------- dataset
+
+dataset_app = typer.Typer(
+    cls=_Group, help="The Stanford Dogs dataset: download, inspect, or make a synthetic one.", no_args_is_help=True
+)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("download")
+def dataset_download_cmd(
+    directory: Path | None = typer.Option(None, "--dir", help="Where to put it (default: $DOGBREED_HOME/dataset)."),
+    url: str = typer.Option(
+        "http://vision.stanford.edu/aditya86/ImageNetDogs/", "--url", help="Base URL of the archives."
+    ),
+    annotations: bool = typer.Option(False, "--annotations", help="Also fetch annotation.tar (bounding boxes)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Download images.tar and lists.tar (resumable), check them and extract them safely."""
+    from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from dogbreed.dataset import download
+
+    dest = resolve_paths(dataset=directory).dataset
+    with Progress(
+        TextColumn("{task.description}"), DownloadColumn(), TransferSpeedColumn(), console=err, disable=as_json
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        report = download(dest, url, annotations=annotations, on_progress=on_progress)
+    if as_json:
+        _print_json({"dataset": str(dest), "archives": report})
+        return
+    for item in report:
+        extra = f" ({item['members']} files)" if "members" in item else ""
+        out.print(f"{item['archive']}: {item['status']}{extra}")
+    out.print(f"dataset ready in {dest}")
+
+
+@dataset_app.command("info")
+def dataset_info_cmd(
+    directory: Path | None = typer.Option(
+        None, "--dataset", "--dir", help="Dataset dir (default: $DOGBREED_HOME/dataset)."
+    ),
+    verify: bool = typer.Option(
+        True, "--verify/--no-verify", help="Decode every image once (cached) and list bad ones."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Classes, images per class, whether the official split is present, and unreadable files."""
+    from rich.progress import Progress
+
+    from dogbreed.dataset import info
+
+    root = resolve_paths(dataset=directory).dataset
+    with Progress(console=err, transient=True, disable=as_json or not verify) as progress:
+        task = progress.add_task("verifying", total=None)
+        report = info(root, run_verify=verify, on_progress=lambda i, n: progress.update(task, completed=i, total=n))
+    if as_json:
+        _print_json(report)
+        return
+    table = Table("WordNet id", "breed", "images", title=f"{report['dataset']}: {report['classes']} breeds")
+    for row in report["per_class"]:
+        table.add_row(row["wnid"], row["name"], str(row["images"]))
+    out.print(table)
+    split = (
+        f"official split: {report['official_train']} train / {report['official_test']} test"
+        if report["official_split"]
+        else "no official lists/: training will use a seeded stratified split"
+    )
+    out.print(f"{report['images']} images; {split}")
+    if verify:
+        bad = report["unreadable"]
+        out.print(f"{len(bad)} unreadable file(s)" + (":" if bad else ""))
+        for item in bad:
+            out.print(f"  {item['path']}: {item['reason']}", soft_wrap=True)
+
+
+@dataset_app.command("synthetic")
+def dataset_synthetic_cmd(
+    directory: Path = typer.Option(Path("dataset/synthetic-dogs"), "--dir", help="Where to write it."),
+    breeds: int = typer.Option(6, "--breeds", min=2, max=120, help="Number of breeds."),
+    per_class: int = typer.Option(40, "--per-class", min=4, help="Images per breed."),
+    size: int = typer.Option(96, "--size", min=16, help="Image width in pixels (height is 3/4 of it)."),
+    lists: bool = typer.Option(True, "--lists/--no-lists", help="Also write official-style lists/*.mat."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Write a small SYNTHETIC dataset (coloured stripe patterns, not dogs) in the Stanford layout."""
+    from dogbreed.synthetic import make_synthetic
+
+    if (directory / "Images").exists():
+        raise DogbreedError(f"{directory}/Images already exists; choose another --dir or remove it")
+    chosen = make_synthetic(
+        directory, breeds=breeds, per_class=per_class, size=(size, size * 3 // 4), lists=lists, seed=seed
+    )
+    out.print(f"wrote {len(chosen) * per_class} synthetic images of {len(chosen)} breeds to {directory}")

@@ -123,7 +123,7 @@ def test_two_concurrent_runs_share_the_work_without_duplicates_or_lock_errors(cl
     uploaded(n)
     procs = [_predict_proc(cli.db, checkpoint, "--pending", "--batch-size", 4, "--workers", 1) for _ in range(2)]
     outputs = [p.communicate(timeout=240) for p in procs]
-    for p, (stdout, stderr) in zip(procs, outputs):
+    for p, (_, stderr) in zip(procs, outputs):
         assert p.returncode == 0, stderr
         assert "locked" not in stderr.lower() and "Traceback" not in stderr
     assert cli.sql("SELECT COUNT(*), COUNT(DISTINCT image_id) FROM predictions") == [(n, n)]

@@ -1,0 +1,531 @@
+"""Training: explicit, flag-driven, with honest metrics.
+
+- The official split decides train vs test; validation (model selection) is carved from the training part; the
+  test part is evaluated once, at the end, with the best epoch's weights.
+- Metrics come from scikit-learn, not hand-written formulas.
+- Extractor mode runs the frozen backbone over the (centre-cropped) images once and trains the head on those
+  cached features; epochs after the first then cost a small fraction of it. What is traded away: random crops and
+  flips for the head (use ``cache_features=False`` to keep them).
+- Every run is recorded in the store (parameters, epochs, test report, checkpoint and its sha256, timings,
+  status); Ctrl-C keeps the best checkpoint so far and marks the run interrupted.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from dogbreed import imaging
+from dogbreed.dataset import DatasetIndex, Sample, make_splits, scan, verify
+from dogbreed.errors import DogbreedError
+from dogbreed.model import CheckpointMeta, Classifier, build_model, resolve_arch, save_checkpoint, select_device
+from dogbreed.store.db import utcnow
+
+
+@dataclass
+class TrainConfig:
+    dataset: Path
+    checkpoints_dir: Path
+    model: str = "ResNet"
+    mode: str = "extractor"
+    epochs: int = 10
+    batch: int = 64
+    lr: float = 1e-3
+    image_size: int = 224
+    pretrained: bool = True
+    weights: Path | None = None
+    device: str = "auto"
+    workers: int = 2
+    seed: int = 0
+    limit_per_class: int | None = None
+    name: str | None = None
+    save: bool = True
+    cache_features: bool = True
+    val_fraction: float = 0.1
+
+    def params(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+class Listener:
+    """Receives training events; the CLI renders them (progress bars, an epoch table). Does nothing here."""
+
+    def stage(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+    def start(self, description: str, total: int) -> None: ...
+
+    def advance(self, n: int = 1, loss: float | None = None) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def epoch(self, row: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    run_id: int
+    status: str
+    checkpoint: Path | None
+    best_epoch: int | None
+    best_val_acc: float | None
+    test: dict[str, Any] | None
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- data
+
+
+class ImageFiles(Dataset):
+    """Dataset images as tensors; a file that fails to decode comes back as None and is skipped by the batch."""
+
+    def __init__(self, index: DatasetIndex, samples: list[Sample], transform):
+        self.root, self.samples, self.transform = index.images_dir, samples, transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        sample = self.samples[i]
+        try:
+            return self.transform((self.root / sample.path).read_bytes()), sample.label, sample.path
+        except Exception:
+            return None, sample.label, sample.path
+
+
+def _collate(batch):
+    good = [(x, y) for x, y, _ in batch if x is not None]
+    failed = [path for x, _, path in batch if x is None]
+    if not good:
+        return None, None, failed
+    return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), failed
+
+
+class TrainTransform:
+    """RandomResizedCrop + horizontal flip, then the same tensor conversion as evaluation."""
+
+    def __init__(self, size: int, mean, std):
+        from torchvision.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop
+
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+        self.augment = Compose([RandomResizedCrop(size, antialias=True), RandomHorizontalFlip()])
+
+    def __call__(self, data: bytes) -> torch.Tensor:
+        img = imaging.load_rgb(data, min_side=imaging.resize_size(self.size))
+        return imaging.to_tensor(self.augment(img), self.mean, self.std)
+
+
+class EvalTransform:
+    """Exactly the preprocessing `predict` uses."""
+
+    def __init__(self, size: int, mean, std):
+        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+
+    def __call__(self, data: bytes) -> torch.Tensor:
+        return imaging.preprocess(data, self.size, self.mean, self.std)
+
+
+def _loader(dataset: Dataset, batch: int, shuffle: bool, workers: int, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=shuffle,
+        num_workers=workers,
+        collate_fn=_collate,
+        generator=generator,
+        persistent_workers=False,
+    )
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict[str, float]:
+    """Top-1 accuracy, top-5 accuracy and macro F1 (over the classes present in truth or prediction),
+    all from scikit-learn."""
+    from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
+
+    y_pred = probs.argmax(axis=1)
+    k = min(5, num_classes)
+    labels = list(range(num_classes))
+    top5 = 1.0 if k >= num_classes else top_k_accuracy_score(y_true, probs, k=k, labels=labels)
+    return {
+        "acc": float(accuracy_score(y_true, y_pred)),
+        "top5": float(top5),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+    }
+
+
+def test_report(y_true: np.ndarray, probs: np.ndarray, classes: list[str], most_confused: int = 10) -> dict:
+    """Final report on the test split: accuracy, top-5, macro F1, per-breed F1, most-confused pairs."""
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    n = len(classes)
+    y_pred = probs.argmax(axis=1)
+    summary = compute_metrics(y_true, probs, n)
+    per_breed = f1_score(y_true, y_pred, average=None, labels=list(range(n)), zero_division=0)
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(n)))
+    np.fill_diagonal(cm, 0)
+    pairs = sorted(((int(cm[i, j]), i, j) for i in range(n) for j in range(n) if cm[i, j]), reverse=True)
+    return {
+        "n": int(len(y_true)),
+        "accuracy": summary["acc"],
+        "top5": summary["top5"],
+        "macro_f1": summary["macro_f1"],
+        "per_breed_f1": {classes[i]: float(f) for i, f in enumerate(per_breed)},
+        "most_confused": [
+            {"true": classes[i], "predicted": classes[j], "count": c} for c, i, j in pairs[:most_confused]
+        ],
+        "classes": classes,
+        "y_true": [int(v) for v in y_true],
+        "y_pred": [int(v) for v in y_pred],
+    }
+
+
+# ---------------------------------------------------------------- loops
+
+
+def _train_epoch(
+    model: nn.Module, loader, optimizer, device, listener: Listener, skipped: set[str]
+) -> tuple[float, float]:
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    total_loss, correct, seen = 0.0, 0, 0
+    for x, y, failed in loader:
+        skipped.update(failed)
+        if x is None or len(y) < 2:  # BatchNorm cannot train on a single sample
+            listener.advance(len(failed) + (0 if y is None else len(y)))
+            continue
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+        listener.advance(len(y) + len(failed), loss=total_loss / seen)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+@torch.inference_mode()
+def _evaluate(forward, loader, device, listener: Listener, skipped: set[str]) -> tuple[float, np.ndarray, np.ndarray]:
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    total, ys, probs = 0.0, [], []
+    for x, y, failed in loader:
+        skipped.update(failed)
+        if x is None:
+            listener.advance(len(failed))
+            continue
+        logits = forward(x.to(device)).float()
+        total += float(loss_fn(logits, y.to(device)))
+        ys.append(y.numpy())
+        probs.append(torch.softmax(logits, 1).cpu().numpy())
+        listener.advance(len(y) + len(failed))
+    if not ys:
+        raise DogbreedError("no readable images to evaluate on")
+    y_all = np.concatenate(ys)
+    return total / len(y_all), y_all, np.concatenate(probs)
+
+
+@torch.inference_mode()
+def _extract(
+    model: Classifier, loader, device, listener: Listener, skipped: set[str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    feats, labels = [], []
+    for x, y, failed in loader:
+        skipped.update(failed)
+        if x is not None:
+            feats.append(model.features(x.to(device)).float().cpu())
+            labels.append(y)
+        listener.advance(len(failed) + (0 if y is None else len(y)))
+    if not feats:
+        raise DogbreedError("no readable images to extract features from")
+    return torch.cat(feats), torch.cat(labels)
+
+
+def _head_loader(feats: torch.Tensor, labels: torch.Tensor, batch: int, shuffle: bool, seed: int) -> DataLoader:
+    def collate(items):
+        return torch.stack([f for f, _ in items]), torch.stack([y for _, y in items]), []
+
+    drop_last = shuffle and len(labels) % batch == 1  # never leave BatchNorm a batch of one
+    return DataLoader(
+        TensorDataset(feats, labels),
+        batch_size=batch,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate,
+    )
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class _RunRecord:
+    """The run's rows in the store, written through SQLModel."""
+
+    def __init__(self, db_path: Path):
+        from dogbreed.store.tables import engine_for
+
+        self.engine = engine_for(db_path)
+
+    def start(self, config: TrainConfig, arch: str, device: str, num_classes: int) -> int:
+        from sqlmodel import Session
+
+        from dogbreed.store.tables import RunRow
+
+        row = RunRow(
+            name=config.name or f"{arch}-{config.mode}",
+            status="running",
+            model=arch,
+            mode=config.mode,
+            device=device,
+            dataset=str(config.dataset),
+            params=json.dumps(config.params()),
+            num_classes=num_classes,
+            started_at=utcnow(),
+        )
+        with Session(self.engine) as session:
+            session.add(row)
+            session.commit()
+            return int(row.id)
+
+    def epoch(self, run_id: int, row: dict[str, Any]) -> None:
+        from sqlmodel import Session
+
+        from dogbreed.store.tables import EpochRow
+
+        with Session(self.engine) as session:
+            session.add(EpochRow(run_id=run_id, **row))
+            session.commit()
+
+    def update(self, run_id: int, **values: Any) -> None:
+        from sqlmodel import Session
+
+        from dogbreed.store.tables import RunRow
+
+        with Session(self.engine) as session:
+            run = session.get(RunRow, run_id)
+            for key, value in values.items():
+                setattr(run, key, value)
+            session.add(run)
+            session.commit()
+
+
+def _skipped(verified_bad: dict[str, str], failed_during_run: set[str]) -> dict[str, str]:
+    skipped = dict(verified_bad)
+    for path in failed_during_run:
+        skipped.setdefault(path, "could not be decoded during training")
+    return skipped
+
+
+def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) -> TrainResult:
+    """Train, select the best epoch on validation, report on test, record everything. See the module doc."""
+    listener = listener or Listener()
+    if config.epochs < 1:
+        raise DogbreedError("--epochs must be at least 1")
+    arch = resolve_arch(config.model)
+    _seed_everything(config.seed)
+    device, warning = select_device(config.device)
+    if warning:
+        listener.warn(warning)
+
+    index = scan(config.dataset)
+    splits = make_splits(
+        index, seed=config.seed, val_fraction=config.val_fraction, limit_per_class=config.limit_per_class
+    )
+    for note in splits.notes:
+        listener.warn(note)
+    if not splits.train or not splits.val or not splits.test:
+        raise DogbreedError(
+            f"{config.dataset} is too small to split into train/validation/test "
+            f"({len(splits.train)}/{len(splits.val)}/{len(splits.test)}); add images"
+        )
+    listener.stage("verifying dataset images (cached after the first run)")
+    bad = verify(index)
+    for path, reason in sorted(bad.items()):
+        listener.warn(f"skipping unreadable dataset image {path}: {reason}")
+    train_s, val_s, test_s = (
+        [s for s in part if s.path not in bad] for part in (splits.train, splits.val, splits.test)
+    )
+
+    classes = [[b.wnid, b.name] for b in index.classes]
+    model = build_model(
+        arch,
+        config.mode,
+        len(classes),
+        pretrained=config.pretrained and config.weights is None,
+        weights_file=config.weights,
+    ).to(device)
+    meta = CheckpointMeta(arch, config.mode, classes, image_size=config.image_size)
+    record = _RunRecord(db_path)
+    run_id = record.start(config, arch, str(device), len(classes))
+    listener.stage(
+        f"run {run_id}: {arch} {config.mode} on {device}, {len(classes)} breeds, "
+        f"{len(train_s)} train / {len(val_s)} val / {len(test_s)} test images "
+        f"({'official' if splits.official else 'seeded'} split)"
+    )
+    ckpt_path = Path(config.checkpoints_dir) / f"{(config.name or f'{arch}-{config.mode}')}-run{run_id}.pt"
+    started = time.perf_counter()
+    result = TrainResult(run_id, "running", None, None, None, None)
+    skipped: set[str] = set()
+    best_state, best_acc = None, -1.0
+    try:
+        ev = EvalTransform(config.image_size, meta.mean, meta.std)
+        tr = TrainTransform(config.image_size, meta.mean, meta.std)
+        cached = config.mode == "extractor" and config.cache_features
+        val_loader = _loader(ImageFiles(index, val_s, ev), config.batch, False, config.workers, config.seed)
+        if cached:
+            head_params = model.head.parameters()
+            optimizer = torch.optim.AdamW(head_params, lr=config.lr, weight_decay=1e-4)
+        else:
+            train_loader = _loader(ImageFiles(index, train_s, tr), config.batch, True, config.workers, config.seed)
+            optimizer = torch.optim.AdamW(
+                [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=1e-4
+            )
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+        feats = None
+        for epoch in range(1, config.epochs + 1):
+            t0 = time.perf_counter()
+            if cached:
+                if feats is None:
+                    listener.start(f"epoch {epoch}: backbone features (once)", len(train_s) + len(val_s))
+                    train_feats = _extract(
+                        model,
+                        _loader(ImageFiles(index, train_s, ev), config.batch, False, config.workers, config.seed),
+                        device,
+                        listener,
+                        skipped,
+                    )
+                    val_feats = _extract(model, val_loader, device, listener, set())
+                    feats = (train_feats, val_feats)
+                    listener.stop()
+                head_train = _head_loader(*feats[0], config.batch, True, config.seed + epoch)
+                listener.start(f"epoch {epoch}: head", len(feats[0][1]))
+                train_loss, train_acc = _train_epoch(model.head, head_train, optimizer, device, listener, set())
+                listener.stop()
+                model.head.eval()
+                val_loss, y_val, p_val = _evaluate(
+                    model.head, _head_loader(*feats[1], 4096, False, 0), device, Listener(), set()
+                )
+            else:
+                listener.start(f"epoch {epoch}: train", len(train_s))
+                train_loss, train_acc = _train_epoch(model, train_loader, optimizer, device, listener, skipped)
+                listener.stop()
+                model.eval()
+                listener.start(f"epoch {epoch}: validate", len(val_s))
+                val_loss, y_val, p_val = _evaluate(model, val_loader, device, listener, skipped)
+                listener.stop()
+            scheduler.step()
+            m = compute_metrics(y_val, p_val, len(classes))
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "val_loss": val_loss,
+                "val_acc": m["acc"],
+                "val_top5": m["top5"],
+                "val_f1": m["macro_f1"],
+                "seconds": time.perf_counter() - t0,
+            }
+            record.epoch(run_id, row)
+            result.epochs.append(row)
+            if m["acc"] > best_acc:
+                best_acc, best_state = m["acc"], copy.deepcopy(model.state_dict())
+                result.best_epoch, result.best_val_acc = epoch, best_acc
+                meta.metrics = {
+                    "best_epoch": epoch,
+                    "val_acc": m["acc"],
+                    "val_top5": m["top5"],
+                    "val_f1": m["macro_f1"],
+                }
+                meta.run_id = run_id
+                if config.save:
+                    sha = save_checkpoint(ckpt_path, model, meta)
+                    result.checkpoint = ckpt_path
+                    record.update(
+                        run_id,
+                        checkpoint_path=str(ckpt_path.resolve()),
+                        checkpoint_sha256=sha,
+                        best_epoch=epoch,
+                        best_val_acc=best_acc,
+                    )
+                else:
+                    record.update(run_id, best_epoch=epoch, best_val_acc=best_acc)
+            row["best"] = result.best_epoch == epoch
+            listener.epoch(row)
+
+        listener.stage(f"evaluating epoch {result.best_epoch} on the test split ({len(test_s)} images)")
+        model.load_state_dict(best_state)
+        model.eval()
+        test_loader = _loader(ImageFiles(index, test_s, ev), config.batch, False, config.workers, config.seed)
+        listener.start("test", len(test_s))
+        _, y_test, p_test = _evaluate(model, test_loader, device, listener, set())
+        listener.stop()
+        report = test_report(y_test, p_test, [c[0] for c in classes])
+        result.test = report
+        meta.metrics.update(
+            {"test_acc": report["accuracy"], "test_top5": report["top5"], "test_f1": report["macro_f1"]}
+        )
+        final = {}
+        if config.save:
+            final = {"checkpoint_sha256": save_checkpoint(ckpt_path, model, meta)}
+        result.status, result.skipped = "finished", _skipped(bad, skipped)
+        record.update(
+            run_id,
+            status="finished",
+            test_acc=report["accuracy"],
+            test_top5=report["top5"],
+            test_macro_f1=report["macro_f1"],
+            test_report=json.dumps(report),
+            skipped=json.dumps(result.skipped),
+            finished_at=utcnow(),
+            duration_s=time.perf_counter() - started,
+            **final,
+        )
+    except KeyboardInterrupt:
+        listener.close()
+        result.status, result.skipped = "interrupted", _skipped(bad, skipped)
+        record.update(
+            run_id,
+            status="interrupted",
+            skipped=json.dumps(result.skipped),
+            finished_at=utcnow(),
+            duration_s=time.perf_counter() - started,
+        )
+    except BaseException as exc:
+        listener.stop()
+        record.update(
+            run_id,
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+            finished_at=utcnow(),
+            duration_s=time.perf_counter() - started,
+        )
+        raise
+    listener.close()
+    return result
