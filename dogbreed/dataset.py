@@ -8,6 +8,7 @@ Layout, as Stanford ships it::
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
@@ -284,11 +285,15 @@ def _fetch(url: str, target: Path, on_progress: Callable[[str, int, int | None],
         total = have + int(length) if length is not None else None
         done = have
         with open(part, "ab" if resumed else "wb") as fh:
-            while chunk := response.read(1 << 20):
-                fh.write(chunk)
-                done += len(chunk)
-                if on_progress:
-                    on_progress(target.name, done, total)
+            try:
+                while chunk := response.read(1 << 20):
+                    fh.write(chunk)
+                    done += len(chunk)
+                    if on_progress:
+                        on_progress(target.name, done, total)
+            except (http.client.IncompleteRead, OSError) as exc:
+                fh.write(getattr(exc, "partial", b""))
+                done += len(getattr(exc, "partial", b""))
     if total is not None and done < total:
         raise DogbreedError(
             f"download of {url} stopped at {done:,} of {total:,} bytes; run the same command again to resume"
@@ -332,6 +337,15 @@ def safe_extract(archive: Path, dest: Path) -> int:
     return len(members)
 
 
+def _extract_target(archive: Path, dest: Path, key: str) -> Path:
+    """Stanford's lists.tar holds bare *.mat files: they belong in <dataset>/lists/."""
+    if key != "lists":
+        return dest
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    return dest if all(n.startswith("lists/") or n == "lists" for n in names) else dest / "lists"
+
+
 def download(
     dest: Path,
     base_url: str = STANFORD_URL,
@@ -353,7 +367,7 @@ def download(
         if not archive.exists():
             _fetch(base_url.rstrip("/") + "/" + name, archive, on_progress)
         _check_tar(archive)
-        count = safe_extract(archive, dest)
+        count = safe_extract(archive, _extract_target(archive, dest, key))
         marker.write_text(f"{count}\n")
         report.append({"archive": name, "status": "extracted", "members": count})
     return report

@@ -18,7 +18,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -75,6 +75,13 @@ class Listener:
     def close(self) -> None: ...
 
 
+class Evaluation(NamedTuple):
+    loss: float
+    y_true: np.ndarray
+    probs: np.ndarray
+    paths: list[str]
+
+
 @dataclass
 class TrainResult:
     run_id: int
@@ -107,12 +114,21 @@ class ImageFiles(Dataset):
             return None, sample.label, sample.path
 
 
-def _collate(batch):
-    good = [(x, y) for x, y, _ in batch if x is not None]
-    failed = [path for x, _, path in batch if x is None]
+class Batch(NamedTuple):
+    x: torch.Tensor | None
+    y: torch.Tensor | None
+    paths: list[str]  # the images in x, in order
+    failed: list[str]  # images of this batch that could not be decoded
+
+
+def _collate(items) -> Batch:
+    good = [(x, y, path) for x, y, path in items if x is not None]
+    failed = [path for x, _, path in items if x is None]
     if not good:
-        return None, None, failed
-    return torch.stack([x for x, _ in good]), torch.tensor([y for _, y in good]), failed
+        return Batch(None, None, [], failed)
+    return Batch(
+        torch.stack([x for x, _, _ in good]), torch.tensor([y for _, y, _ in good]), [p for *_, p in good], failed
+    )
 
 
 class TrainTransform:
@@ -171,7 +187,9 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> 
     }
 
 
-def test_report(y_true: np.ndarray, probs: np.ndarray, classes: list[str], most_confused: int = 10) -> dict:
+def test_report(
+    y_true: np.ndarray, probs: np.ndarray, classes: list[str], paths: list[str], most_confused: int = 10
+) -> dict:
     """Final report on the test split: accuracy, top-5, macro F1, per-breed F1, most-confused pairs."""
     from sklearn.metrics import confusion_matrix, f1_score
 
@@ -194,6 +212,7 @@ def test_report(y_true: np.ndarray, probs: np.ndarray, classes: list[str], most_
         "classes": classes,
         "y_true": [int(v) for v in y_true],
         "y_pred": [int(v) for v in y_pred],
+        "paths": paths,
     }
 
 
@@ -206,7 +225,7 @@ def _train_epoch(
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     total_loss, correct, seen = 0.0, 0, 0
-    for x, y, failed in loader:
+    for x, y, _paths, failed in loader:
         skipped.update(failed)
         if x is None or len(y) < 2:  # BatchNorm cannot train on a single sample
             listener.advance(len(failed) + (0 if y is None else len(y)))
@@ -225,10 +244,10 @@ def _train_epoch(
 
 
 @torch.inference_mode()
-def _evaluate(forward, loader, device, listener: Listener, skipped: set[str]) -> tuple[float, np.ndarray, np.ndarray]:
+def _evaluate(forward, loader, device, listener: Listener, skipped: set[str]) -> Evaluation:
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    total, ys, probs = 0.0, [], []
-    for x, y, failed in loader:
+    total, ys, probs, paths = 0.0, [], [], []
+    for x, y, batch_paths, failed in loader:
         skipped.update(failed)
         if x is None:
             listener.advance(len(failed))
@@ -237,11 +256,12 @@ def _evaluate(forward, loader, device, listener: Listener, skipped: set[str]) ->
         total += float(loss_fn(logits, y.to(device)))
         ys.append(y.numpy())
         probs.append(torch.softmax(logits, 1).cpu().numpy())
+        paths.extend(batch_paths)
         listener.advance(len(y) + len(failed))
     if not ys:
         raise DogbreedError("no readable images to evaluate on")
     y_all = np.concatenate(ys)
-    return total / len(y_all), y_all, np.concatenate(probs)
+    return Evaluation(total / len(y_all), y_all, np.concatenate(probs), paths)
 
 
 @torch.inference_mode()
@@ -250,7 +270,7 @@ def _extract(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     model.eval()
     feats, labels = [], []
-    for x, y, failed in loader:
+    for x, y, _paths, failed in loader:
         skipped.update(failed)
         if x is not None:
             feats.append(model.features(x.to(device)).float().cpu())
@@ -262,8 +282,8 @@ def _extract(
 
 
 def _head_loader(feats: torch.Tensor, labels: torch.Tensor, batch: int, shuffle: bool, seed: int) -> DataLoader:
-    def collate(items):
-        return torch.stack([f for f, _ in items]), torch.stack([y for _, y in items]), []
+    def collate(items) -> Batch:
+        return Batch(torch.stack([f for f, _ in items]), torch.stack([y for _, y in items]), [], [])
 
     drop_last = shuffle and len(labels) % batch == 1  # never leave BatchNorm a batch of one
     return DataLoader(
@@ -429,7 +449,7 @@ def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) 
                 train_loss, train_acc = _train_epoch(model.head, head_train, optimizer, device, listener, set())
                 listener.stop()
                 model.head.eval()
-                val_loss, y_val, p_val = _evaluate(
+                val_loss, y_val, p_val, _ = _evaluate(
                     model.head, _head_loader(*feats[1], 4096, False, 0), device, Listener(), set()
                 )
             else:
@@ -438,7 +458,7 @@ def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) 
                 listener.stop()
                 model.eval()
                 listener.start(f"epoch {epoch}: validate", len(val_s))
-                val_loss, y_val, p_val = _evaluate(model, val_loader, device, listener, skipped)
+                val_loss, y_val, p_val, _ = _evaluate(model, val_loader, device, listener, skipped)
                 listener.stop()
             scheduler.step()
             m = compute_metrics(y_val, p_val, len(classes))
@@ -484,9 +504,9 @@ def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) 
         model.eval()
         test_loader = _loader(ImageFiles(index, test_s, ev), config.batch, False, config.workers, config.seed)
         listener.start("test", len(test_s))
-        _, y_test, p_test = _evaluate(model, test_loader, device, listener, set())
+        test_eval = _evaluate(model, test_loader, device, listener, skipped)
         listener.stop()
-        report = test_report(y_test, p_test, [c[0] for c in classes])
+        report = test_report(test_eval.y_true, test_eval.probs, [c[0] for c in classes], test_eval.paths)
         result.test = report
         meta.metrics.update(
             {"test_acc": report["accuracy"], "test_top5": report["top5"], "test_f1": report["macro_f1"]}
