@@ -367,6 +367,7 @@ def predict_cmd(
                 "done": outcome.done,
                 "failed": outcome.failed,
                 "seconds": round(outcome.seconds, 3),
+                "load_seconds": round(outcome.load_seconds, 3),
                 "results": results,
             }
         )

@@ -267,14 +267,25 @@ def read_checkpoint(path: Path | str) -> tuple[CheckpointMeta, dict[str, torch.T
 def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> tuple[Classifier, CheckpointMeta]:
     """The model (in eval mode, on ``device``) and its description."""
     meta, state = read_checkpoint(path)
-    model = build_model(meta.arch, meta.mode, len(meta.classes))
-    model.load_state_dict(state)
+    with torch.device("meta"):  # no time spent initialising weights the checkpoint replaces
+        model = build_model(meta.arch, meta.mode, len(meta.classes))
+    try:
+        model.load_state_dict(state, assign=True)
+    except RuntimeError as exc:
+        raise DogbreedError(f"checkpoint {path} does not match its own description: {str(exc)[:160]}") from None
     return model.to(device).eval(), meta
 
 
 def prepare_for_inference(model: nn.Module, device: torch.device) -> nn.Module:
-    """channels_last helps convolution kernels on CPU and GPU alike."""
+    """An inference copy of the model: BatchNorm folded into the convolutions (torch.fx), channels_last memory
+    format. Both measured faster on CPU; a model that fx cannot trace runs as it is."""
     model = model.to(device).eval()
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        model = fuse(model)
+    except Exception:  # fx cannot trace every architecture; eager is correct, just a little slower
+        pass
     if device.type in ("cpu", "cuda"):
         model = model.to(memory_format=torch.channels_last)
     return model
