@@ -138,13 +138,21 @@ def run_batch(claimed: list[tuple[int, int]]) -> list[dict[str, Any]]:
                     "error": None,
                     "top1": wnids[top],
                     "top1_prob": float(row[top]),
-                    "probs": {w: round(float(p), 7) for w, p in zip(wnids, row)},
+                    "probs": all_breed_probs(wnids, row),
                 }
             )
     per_image = (time.perf_counter() - start) / max(1, len(claimed))
     for r in results:
         r["seconds"] = per_image
     return results
+
+
+def all_breed_probs(wnids: list[str], row: Any) -> dict[str, float]:
+    """Probabilities over all 120 breeds in canonical order; breeds the checkpoint was not trained on get 0."""
+    from dogbreed.breeds import BREEDS
+
+    known = {w: round(float(p), 7) for w, p in zip(wnids, row)}
+    return {b.wnid: known.get(b.wnid, 0.0) for b in BREEDS}
 
 
 def _failure(job_id: int, image_id: int, exc: Exception) -> dict[str, Any]:

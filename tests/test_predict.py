@@ -178,3 +178,17 @@ def test_a_worker_loads_the_model_once_not_per_batch(cli, uploaded, checkpoint, 
     finally:
         predict._WORKER.clear()
     assert sorted(r["image_id"] for r in results) == ids[3:]
+
+
+def test_a_checkpoint_over_a_few_breeds_still_stores_all_120_probabilities(cli, uploaded, tmp_path):
+    import json
+
+    from tests.conftest import make_checkpoint
+
+    few = [["n02085620", "Chihuahua"], ["n02088364", "Beagle"], ["n02099601", "Golden retriever"]]
+    ckpt = make_checkpoint(tmp_path / "three.pt", classes=few)
+    ids = uploaded(2)
+    cli("predict", "--all", "--checkpoint", ckpt)
+    probs = json.loads(cli.sql("SELECT probs FROM predictions WHERE image_id = ?", (ids[0],))[0][0])
+    assert len(probs) == 120 and abs(sum(probs.values()) - 1) < 1e-4
+    assert {w for w, p in probs.items() if p > 0} <= {c[0] for c in few}
