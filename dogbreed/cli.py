@@ -247,7 +247,8 @@ def show_cmd(
     if not preds:
         out.print(f"no predictions yet: run 'dogbreed predict --id {image_id}'")
     for pred in preds:
-        ptable = Table("rank", "breed", "probability", title=f"{pred['checkpoint_path']} on {pred['device']}")
+        title = f"{Path(pred['checkpoint_path']).name} on {pred['device']}, {pred['created_at'][:19].replace('T', ' ')}"
+        ptable = Table("rank", "breed", "probability", title=title)
         for rank, item in enumerate(pred["top"], 1):
             ptable.add_row(str(rank), item["name"], f"{item['prob']:.2%}")
         out.print(ptable)
@@ -373,9 +374,11 @@ def predict_cmd(
         )
     else:
         _print_predictions(results)
-        rate = (outcome.done + outcome.failed) / outcome.seconds if outcome.seconds else 0.0
+        work = outcome.seconds - outcome.load_seconds
+        rate = (outcome.done + outcome.failed) / work if work > 0 else 0.0
         out.print(
-            f"{outcome.done} predicted, {outcome.failed} failed on {dev} ({rate:.1f} images/s)"
+            f"{outcome.done} predicted, {outcome.failed} failed on {dev} in {outcome.seconds:.1f} s "
+            f"({outcome.load_seconds:.1f} s loading the model, then {rate:.1f} images/s)"
             if job_ids
             else "nothing to predict: every image already has a prediction from this checkpoint"
         )
