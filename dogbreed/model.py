@@ -239,6 +239,9 @@ def save_checkpoint(path: Path | str, model: Classifier, meta: CheckpointMeta) -
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)

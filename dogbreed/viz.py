@@ -81,6 +81,8 @@ def render_view(
 def render_curves(epochs: list[dict[str, Any]], output: Path, title: str = "") -> Path:
     """Loss, accuracy and F1 per epoch, train against validation."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     xs = [e["epoch"] for e in epochs]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), dpi=VIEW_DPI)
     try:
@@ -93,6 +95,7 @@ def render_curves(epochs: list[dict[str, Any]], output: Path, title: str = "") -
             for key, name in series:
                 ax.plot(xs, [e[key] for e in epochs], marker="o", label=name)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_title(label)
             ax.grid(alpha=0.3)
             ax.legend()
