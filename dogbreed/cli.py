@@ -150,16 +150,15 @@ def upload_cmd(
     if filename and len(files) != 1:
         raise DogbreedError(f"--filename needs exactly one file, got {len(files)}")
     conn = _open(ctx)
-    show_lines = not as_json
+    if not as_json:
+        for result in results:  # arguments that named nothing
+            _print_upload_line(out, result)
     with Progress(console=err, transient=True, disable=as_json or len(files) < 20) as progress:
         task = progress.add_task("uploading", total=len(files))
-        for result in results:
-            if show_lines:
-                _print_upload_line(progress.console if len(files) >= 20 else out, result)
         for result in upload(conn, files, ground_truth=breed, label_from_folder=label_from_folder, filename=filename):
             results.append(result)
             progress.advance(task)
-            if show_lines:
+            if not as_json:
                 _print_upload_line(out, result)
     counts = {s: sum(r.status == s for r in results) for s in ("new", "duplicate", "refused")}
     if as_json:
@@ -306,7 +305,7 @@ def predict_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from dogbreed import predict
-    from dogbreed.model import file_sha256, select_device
+    from dogbreed.model import select_device
 
     conn = _open(ctx)
     ckpt = checkpoint or predict.default_checkpoint(conn)
@@ -314,8 +313,7 @@ def predict_cmd(
     if warning:
         err.print(f"[yellow]Warning:[/yellow] {warning}")
     if queued:
-        sha = file_sha256(ckpt)
-        job_ids = predict.job_rows.queued_ids(conn, sha)
+        job_ids, sha = predict.queued_jobs(conn, ckpt)
     else:
         job_ids, sha = predict.plan_jobs(conn, ckpt, image_ids=ids, every=every, pending=pending)
     if background:

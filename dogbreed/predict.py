@@ -57,6 +57,8 @@ def plan_jobs(
     """Write the jobs for this request to the store before any work starts; returns (job ids, checkpoint sha)."""
     from dogbreed.model import file_sha256, read_checkpoint
 
+    if sum(map(bool, (image_ids, every, pending))) > 1:
+        raise DogbreedError("choose one of --id, --all and --pending")
     read_checkpoint(checkpoint)  # a clear error now beats one per worker later
     sha = file_sha256(checkpoint)
     path = str(checkpoint.resolve())
@@ -71,6 +73,14 @@ def plan_jobs(
     if not (every or pending):
         raise DogbreedError("say which images: --id N (repeatable), --all or --pending")
     return job_rows.plan(conn, None, sha, path, only_missing=pending), sha
+
+
+def queued_jobs(conn: sqlite3.Connection, checkpoint: Path) -> tuple[list[int], str]:
+    """The jobs already queued for this checkpoint (what a background worker runs); (job ids, checkpoint sha)."""
+    from dogbreed.model import file_sha256
+
+    sha = file_sha256(checkpoint)
+    return job_rows.queued_ids(conn, sha), sha
 
 
 # ---------------------------------------------------------------- worker side
@@ -89,10 +99,26 @@ def _load_model(checkpoint: str, device: str) -> dict[str, Any]:
     return {"key": (checkpoint, device), "model": prepare_for_inference(model, dev), "meta": meta, "device": dev}
 
 
-def init_worker(checkpoint: str, device: str, db_path: str, threads: int) -> None:
+def _exit_with_parent(parent_pid: int, every: float = 1.0) -> None:
+    """A worker whose parent was killed (kill -9 leaves no time to shut the pool down) ends itself instead of
+    waiting forever on a queue nobody writes to."""
+    import threading
+
+    def watch() -> None:
+        while True:
+            time.sleep(every)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="dogbreed-parent-watch", daemon=True).start()
+
+
+def init_worker(checkpoint: str, device: str, db_path: str, threads: int, parent_pid: int | None = None) -> None:
     """Pool initializer: load the model once per worker process (or adopt the one inherited from the parent)."""
     import torch
 
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     torch.set_num_threads(max(1, threads))
     loaded = _PRELOADED if _PRELOADED.get("key") == (checkpoint, device) else _load_model(checkpoint, device)
     _WORKER.update(loaded)
@@ -204,9 +230,9 @@ class _InlineExecutor:
 
 
 def _executor(n_workers: int, checkpoint: str, device: str, db_path: str, threads: int) -> Any:
-    initargs = (checkpoint, device, db_path, threads)
     if n_workers == 0:
-        return _InlineExecutor(init_worker, initargs)
+        return _InlineExecutor(init_worker, (checkpoint, device, db_path, threads))
+    initargs = (checkpoint, device, db_path, threads, os.getpid())
     import multiprocessing
     import sys
 

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from dogbreed import imaging
 from dogbreed.dataset import DatasetIndex, Sample, make_splits, scan, verify
 from dogbreed.errors import DogbreedError
+from dogbreed.imaging import IMAGENET_MEAN, IMAGENET_STD
 from dogbreed.model import CheckpointMeta, Classifier, build_model, resolve_arch, save_checkpoint, select_device
 from dogbreed.store.db import utcnow
 
@@ -363,17 +364,18 @@ def _skipped(verified_bad: dict[str, str], failed_during_run: set[str]) -> dict[
     return skipped
 
 
-def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) -> TrainResult:
-    """Train, select the best epoch on validation, report on test, record everything. See the module doc."""
-    listener = listener or Listener()
-    if config.epochs < 1:
-        raise DogbreedError("--epochs must be at least 1")
-    arch = resolve_arch(config.model)
-    _seed_everything(config.seed)
-    device, warning = select_device(config.device)
-    if warning:
-        listener.warn(warning)
+@dataclass
+class _Data:
+    index: DatasetIndex
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    unreadable: dict[str, str]
+    official: bool
 
+
+def _prepare_data(config: TrainConfig, listener: Listener) -> _Data:
+    """Scan, split and verify the dataset; unreadable images are left out of every split."""
     index = scan(config.dataset)
     splits = make_splits(
         index, seed=config.seed, val_fraction=config.val_fraction, limit_per_class=config.limit_per_class
@@ -392,160 +394,193 @@ def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) 
     train_s, val_s, test_s = (
         [s for s in part if s.path not in bad] for part in (splits.train, splits.val, splits.test)
     )
+    return _Data(index, train_s, val_s, test_s, bad, splits.official)
 
-    classes = [[b.wnid, b.name] for b in index.classes]
-    model = build_model(
-        arch,
-        config.mode,
-        len(classes),
-        pretrained=config.pretrained and config.weights is None,
-        weights_file=config.weights,
-    ).to(device)
-    meta = CheckpointMeta(arch, config.mode, classes, image_size=config.image_size)
-    record = _RunRecord(db_path)
-    run_id = record.start(config, arch, str(device), len(classes))
-    listener.stage(
-        f"run {run_id}: {arch} {config.mode} on {device}, {len(classes)} breeds, "
-        f"{len(train_s)} train / {len(val_s)} val / {len(test_s)} test images "
-        f"({'official' if splits.official else 'seeded'} split)"
-    )
-    ckpt_path = Path(config.checkpoints_dir) / f"{(config.name or f'{arch}-{config.mode}')}-run{run_id}.pt"
-    started = time.perf_counter()
-    result = TrainResult(run_id, "running", None, None, None, None)
-    skipped: set[str] = set()
-    best_state, best_acc = None, -1.0
-    try:
-        ev = EvalTransform(config.image_size, meta.mean, meta.std)
-        tr = TrainTransform(config.image_size, meta.mean, meta.std)
-        cached = config.mode == "extractor" and config.cache_features
-        val_loader = _loader(ImageFiles(index, val_s, ev), config.batch, False, config.workers, config.seed)
-        if cached:
-            head_params = model.head.parameters()
-            optimizer = torch.optim.AdamW(head_params, lr=config.lr, weight_decay=1e-4)
-        else:
-            train_loader = _loader(ImageFiles(index, train_s, tr), config.batch, True, config.workers, config.seed)
-            optimizer = torch.optim.AdamW(
-                [p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=1e-4
+
+class _FullFitter:
+    """Each epoch: the images (augmented) through the trainable network, then validation."""
+
+    def __init__(self, model: Classifier, data: _Data, config: TrainConfig, device, listener: Listener):
+        self.model, self.data, self.device, self.listener = model, data, device, listener
+        self.skipped: set[str] = set()
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        train_set = ImageFiles(data.index, data.train, TrainTransform(config.image_size, mean, std))
+        val_set = ImageFiles(data.index, data.val, EvalTransform(config.image_size, mean, std))
+        self.train_loader = _loader(train_set, config.batch, True, config.workers, config.seed)
+        self.val_loader = _loader(val_set, config.batch, False, config.workers, config.seed)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-4)
+
+    def epoch(self, n: int) -> tuple[float, float, Evaluation]:
+        self.listener.start(f"epoch {n}: train", len(self.data.train))
+        loss, acc = _train_epoch(
+            self.model, self.train_loader, self.optimizer, self.device, self.listener, self.skipped
+        )
+        self.listener.stop()
+        self.model.eval()
+        self.listener.start(f"epoch {n}: validate", len(self.data.val))
+        val = _evaluate(self.model, self.val_loader, self.device, self.listener, self.skipped)
+        self.listener.stop()
+        return loss, acc, val
+
+
+class _CachedHeadFitter:
+    """Extractor mode with cached features: the frozen backbone sees each (centre-cropped) image once, in
+    epoch 1; every epoch then trains the head alone on the stored feature vectors."""
+
+    def __init__(self, model: Classifier, data: _Data, config: TrainConfig, device, listener: Listener):
+        self.model, self.data, self.config, self.device, self.listener = model, data, config, device, listener
+        self.skipped: set[str] = set()
+        self.optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.lr, weight_decay=1e-4)
+        self.features: tuple | None = None
+
+    def _extract_all(self, n: int) -> tuple:
+        cfg, data = self.config, self.data
+        ev = EvalTransform(cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
+        self.listener.start(f"epoch {n}: backbone features (once)", len(data.train) + len(data.val))
+        parts = tuple(
+            _extract(
+                self.model,
+                _loader(ImageFiles(data.index, part, ev), cfg.batch, False, cfg.workers, cfg.seed),
+                self.device,
+                self.listener,
+                self.skipped,
             )
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-        feats = None
-        for epoch in range(1, config.epochs + 1):
-            t0 = time.perf_counter()
-            if cached:
-                if feats is None:
-                    listener.start(f"epoch {epoch}: backbone features (once)", len(train_s) + len(val_s))
-                    train_feats = _extract(
-                        model,
-                        _loader(ImageFiles(index, train_s, ev), config.batch, False, config.workers, config.seed),
-                        device,
-                        listener,
-                        skipped,
-                    )
-                    val_feats = _extract(model, val_loader, device, listener, set())
-                    feats = (train_feats, val_feats)
-                    listener.stop()
-                head_train = _head_loader(*feats[0], config.batch, True, config.seed + epoch)
-                listener.start(f"epoch {epoch}: head", len(feats[0][1]))
-                train_loss, train_acc = _train_epoch(model.head, head_train, optimizer, device, listener, set())
-                listener.stop()
-                model.head.eval()
-                val_loss, y_val, p_val, _ = _evaluate(
-                    model.head, _head_loader(*feats[1], 4096, False, 0), device, Listener(), set()
-                )
-            else:
-                listener.start(f"epoch {epoch}: train", len(train_s))
-                train_loss, train_acc = _train_epoch(model, train_loader, optimizer, device, listener, skipped)
-                listener.stop()
-                model.eval()
-                listener.start(f"epoch {epoch}: validate", len(val_s))
-                val_loss, y_val, p_val, _ = _evaluate(model, val_loader, device, listener, skipped)
-                listener.stop()
-            scheduler.step()
-            m = compute_metrics(y_val, p_val, len(classes))
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_acc": train_acc,
-                "val_loss": val_loss,
-                "val_acc": m["acc"],
-                "val_top5": m["top5"],
-                "val_f1": m["macro_f1"],
-                "seconds": time.perf_counter() - t0,
-            }
-            record.epoch(run_id, row)
-            result.epochs.append(row)
-            if m["acc"] > best_acc:
-                best_acc, best_state = m["acc"], copy.deepcopy(model.state_dict())
-                result.best_epoch, result.best_val_acc = epoch, best_acc
-                meta.metrics = {
-                    "best_epoch": epoch,
-                    "val_acc": m["acc"],
-                    "val_top5": m["top5"],
-                    "val_f1": m["macro_f1"],
-                }
-                meta.run_id = run_id
-                if config.save:
-                    sha = save_checkpoint(ckpt_path, model, meta)
-                    result.checkpoint = ckpt_path
-                    record.update(
-                        run_id,
-                        checkpoint_path=str(ckpt_path.resolve()),
-                        checkpoint_sha256=sha,
-                        best_epoch=epoch,
-                        best_val_acc=best_acc,
-                    )
-                else:
-                    record.update(run_id, best_epoch=epoch, best_val_acc=best_acc)
-            row["best"] = result.best_epoch == epoch
-            listener.epoch(row)
+            for part in (data.train, data.val)
+        )
+        self.listener.stop()
+        return parts
 
-        listener.stage(f"evaluating epoch {result.best_epoch} on the test split ({len(test_s)} images)")
-        model.load_state_dict(best_state)
-        model.eval()
-        test_loader = _loader(ImageFiles(index, test_s, ev), config.batch, False, config.workers, config.seed)
-        listener.start("test", len(test_s))
-        test_eval = _evaluate(model, test_loader, device, listener, skipped)
-        listener.stop()
-        report = test_report(test_eval.y_true, test_eval.probs, [c[0] for c in classes], test_eval.paths)
-        result.test = report
-        meta.metrics.update(
+    def epoch(self, n: int) -> tuple[float, float, Evaluation]:
+        if self.features is None:
+            self.features = self._extract_all(n)
+        (train_x, train_y), (val_x, val_y) = self.features
+        self.listener.start(f"epoch {n}: head", len(train_y))
+        head_loader = _head_loader(train_x, train_y, self.config.batch, True, self.config.seed + n)
+        loss, acc = _train_epoch(self.model.head, head_loader, self.optimizer, self.device, self.listener, set())
+        self.listener.stop()
+        self.model.head.eval()
+        val = _evaluate(self.model.head, _head_loader(val_x, val_y, 4096, False, 0), self.device, Listener(), set())
+        return loss, acc, val
+
+
+class _Run:
+    """One training run: its store record, its checkpoint, and the best epoch so far."""
+
+    def __init__(self, config: TrainConfig, db_path: Path, arch: str, device, classes: list[list[str]]):
+        self.config, self.record = config, _RunRecord(db_path)
+        self.id = self.record.start(config, arch, str(device), len(classes))
+        self.meta = CheckpointMeta(arch, config.mode, classes, image_size=config.image_size, run_id=self.id)
+        name = config.name or f"{arch}-{config.mode}"
+        self.checkpoint = Path(config.checkpoints_dir) / f"{name}-run{self.id}.pt"
+        self.started = time.perf_counter()
+        self.best_state: dict | None = None
+        self.result = TrainResult(self.id, "running", None, None, None, None)
+
+    def end_epoch(self, model: nn.Module, row: dict[str, Any]) -> None:
+        """Store the epoch; when validation accuracy improves, keep the weights and write the checkpoint."""
+        self.record.epoch(self.id, row)
+        self.result.epochs.append(row)
+        if self.result.best_val_acc is not None and row["val_acc"] <= self.result.best_val_acc:
+            return
+        self.best_state = copy.deepcopy(model.state_dict())
+        self.result.best_epoch, self.result.best_val_acc = row["epoch"], row["val_acc"]
+        self.meta.metrics = {"best_epoch": row["epoch"], **{k: row[k] for k in ("val_acc", "val_top5", "val_f1")}}
+        values: dict[str, Any] = {"best_epoch": row["epoch"], "best_val_acc": row["val_acc"]}
+        if self.config.save:
+            values["checkpoint_sha256"] = save_checkpoint(self.checkpoint, model, self.meta)
+            values["checkpoint_path"] = str(self.checkpoint.resolve())
+            self.result.checkpoint = self.checkpoint
+        self.record.update(self.id, **values)
+
+    def finish(self, model: nn.Module, report: dict[str, Any], skipped: dict[str, str]) -> None:
+        self.meta.metrics.update(
             {"test_acc": report["accuracy"], "test_top5": report["top5"], "test_f1": report["macro_f1"]}
         )
-        final = {}
-        if config.save:
-            final = {"checkpoint_sha256": save_checkpoint(ckpt_path, model, meta)}
-        result.status, result.skipped = "finished", _skipped(bad, skipped)
-        record.update(
-            run_id,
+        values: dict[str, Any] = {}
+        if self.config.save:  # the final file carries the test metrics too
+            values["checkpoint_sha256"] = save_checkpoint(self.checkpoint, model, self.meta)
+        self.result.status, self.result.test, self.result.skipped = "finished", report, skipped
+        self.record.update(
+            self.id,
             status="finished",
             test_acc=report["accuracy"],
             test_top5=report["top5"],
             test_macro_f1=report["macro_f1"],
             test_report=json.dumps(report),
-            skipped=json.dumps(result.skipped),
-            finished_at=utcnow(),
-            duration_s=time.perf_counter() - started,
-            **final,
+            skipped=json.dumps(skipped),
+            **self._ended(),
+            **values,
         )
-    except KeyboardInterrupt:
-        listener.close()
-        result.status, result.skipped = "interrupted", _skipped(bad, skipped)
-        record.update(
-            run_id,
-            status="interrupted",
-            skipped=json.dumps(result.skipped),
-            finished_at=utcnow(),
-            duration_s=time.perf_counter() - started,
-        )
-    except BaseException as exc:
+
+    def stop(self, status: str, skipped: dict[str, str] | None = None, error: str | None = None) -> None:
+        self.result.status, self.result.skipped = status, skipped or {}
+        self.record.update(self.id, status=status, skipped=json.dumps(skipped or {}), error=error, **self._ended())
+
+    def _ended(self) -> dict[str, Any]:
+        return {"finished_at": utcnow(), "duration_s": time.perf_counter() - self.started}
+
+
+def _epoch_row(epoch: int, loss: float, acc: float, val: Evaluation, num_classes: int, seconds: float) -> dict:
+    m = compute_metrics(val.y_true, val.probs, num_classes)
+    return {
+        "epoch": epoch,
+        "train_loss": loss,
+        "train_acc": acc,
+        "val_loss": val.loss,
+        "val_acc": m["acc"],
+        "val_top5": m["top5"],
+        "val_f1": m["macro_f1"],
+        "seconds": seconds,
+    }
+
+
+def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) -> TrainResult:
+    """Train, select the best epoch on validation, report on test, record everything. See the module doc."""
+    listener = listener or Listener()
+    if config.epochs < 1:
+        raise DogbreedError("--epochs must be at least 1")
+    arch = resolve_arch(config.model)
+    _seed_everything(config.seed)
+    device, warning = select_device(config.device)
+    if warning:
+        listener.warn(warning)
+    data = _prepare_data(config, listener)
+    classes = [[b.wnid, b.name] for b in data.index.classes]
+    pretrained = config.pretrained and config.weights is None
+    model = build_model(arch, config.mode, len(classes), pretrained=pretrained, weights_file=config.weights)
+    model = model.to(device)
+    run = _Run(config, db_path, arch, device, classes)
+    listener.stage(
+        f"run {run.id}: {arch} {config.mode} on {device}, {len(classes)} breeds, {len(data.train)} train / "
+        f"{len(data.val)} val / {len(data.test)} test images ({'official' if data.official else 'seeded'} split)"
+    )
+    cached = config.mode == "extractor" and config.cache_features
+    fitter = (_CachedHeadFitter if cached else _FullFitter)(model, data, config, device, listener)
+    try:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(fitter.optimizer, T_max=config.epochs)
+        for epoch in range(1, config.epochs + 1):
+            start = time.perf_counter()
+            loss, acc, val = fitter.epoch(epoch)
+            scheduler.step()
+            row = _epoch_row(epoch, loss, acc, val, len(classes), time.perf_counter() - start)
+            run.end_epoch(model, row)
+            listener.epoch({**row, "best": run.result.best_epoch == epoch})
+        listener.stage(f"evaluating epoch {run.result.best_epoch} on the test split ({len(data.test)} images)")
+        model.load_state_dict(run.best_state)
+        model.eval()
+        ev = EvalTransform(config.image_size, IMAGENET_MEAN, IMAGENET_STD)
+        test_loader = _loader(ImageFiles(data.index, data.test, ev), config.batch, False, config.workers, config.seed)
+        listener.start("test", len(data.test))
+        test = _evaluate(model, test_loader, device, listener, fitter.skipped)
         listener.stop()
-        record.update(
-            run_id,
-            status="failed",
-            error=f"{type(exc).__name__}: {exc}"[:2000],
-            finished_at=utcnow(),
-            duration_s=time.perf_counter() - started,
-        )
+        report = test_report(test.y_true, test.probs, [c[0] for c in classes], test.paths)
+        run.finish(model, report, _skipped(data.unreadable, fitter.skipped))
+    except KeyboardInterrupt:
+        run.stop("interrupted", _skipped(data.unreadable, fitter.skipped))
+    except BaseException as exc:
+        run.stop("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
         raise
-    listener.close()
-    return result
+    finally:
+        listener.close()
+    return run.result

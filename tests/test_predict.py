@@ -92,6 +92,23 @@ def _wait_for(cli, sql, predicate, timeout=120):
     raise AssertionError(f"timed out waiting on {sql}")
 
 
+def _children(pid: int) -> list[int]:
+    from pathlib import Path
+
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def slow_checkpoint(tmp_path_factory):
     from tests.conftest import make_checkpoint
@@ -104,8 +121,14 @@ def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow
     uploaded(n, size=(200, 160))
     proc = _predict_proc(cli.db, slow_checkpoint, "--all", "--batch-size", 4, "--workers", 1)
     done = _wait_for(cli, "SELECT COUNT(*) FROM jobs WHERE status = 'done'", lambda v: v >= 8)
+    workers = _children(proc.pid)
+    assert workers, "the pool's workers should be running"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    deadline = time.time() + 15
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers), "orphaned workers outlived their killed parent"
     remaining = cli.sql("SELECT COUNT(*) FROM jobs WHERE status != 'done'")[0][0]
     assert remaining > 0, f"the run finished before it was killed ({done} done)"
     assert cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'running'")[0][0] > 0
