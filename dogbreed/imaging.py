@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 MAX_BYTES = 100 * 1024 * 1024
 MAX_PIXELS = 200_000_000
 
+try:  # HEIC/HEIF: what iPhones save by default
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except ImportError:  # pragma: no cover - pillow-heif is a dependency; without it HEIC files are refused
+    pass
+
 # Our own explicit check below replaces Pillow's global bomb guard; keep Pillow's as a backstop above ours.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False

@@ -15,7 +15,21 @@ from dogbreed.store import images as image_rows
 from dogbreed.store.db import write
 
 # Inside folders we pick pictures by extension; files named explicitly are judged by their content.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".ppm", ".pgm"}
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".jfif",
+    ".png",
+    ".gif",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".heic",
+    ".heif",
+    ".ppm",
+    ".pgm",
+}
 COMMIT_EVERY = 64
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
+import dogbreed.imaging  # noqa: F401  (registers the HEIF opener used below)
+
 
 def picture(size=(64, 48), color=(200, 120, 40), mode="RGB", seed=0) -> Image.Image:
     """A picture with some structure (a gradient and a bar), so JPEG bytes differ with the seed."""
@@ -69,6 +71,8 @@ def variety(folder: Path) -> dict[str, Path]:
         "rotated.jpg": exif_rotated_jpeg(),
         "deep.png": encode(Image.new("I;16", (40, 30), 40000), "PNG"),
         "palette.gif": encode(picture(seed=6).convert("P"), "GIF"),
+        "phone.heic": encode(picture(seed=8), "HEIF"),
+        "screen.webp": encode(picture(seed=9), "WEBP"),
     }
     full = jpeg_bytes(size=(320, 240), seed=7)
     bad = {

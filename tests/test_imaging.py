@@ -8,7 +8,19 @@ from tests.images import encode, exif_rotated_jpeg, jpeg_bytes, picture, png_bom
 
 
 @pytest.mark.parametrize(
-    "name", ["photo.jpg", "graphic.png", "grey.png", "alpha.png", "print.jpg", "rotated.jpg", "deep.png", "palette.gif"]
+    "name",
+    [
+        "photo.jpg",
+        "graphic.png",
+        "grey.png",
+        "alpha.png",
+        "print.jpg",
+        "rotated.jpg",
+        "deep.png",
+        "palette.gif",
+        "phone.heic",
+        "screen.webp",
+    ],
 )
 def test_every_mode_preprocesses_to_a_normalised_rgb_tensor(tmp_path, name):
     data = variety(tmp_path)[name].read_bytes()

@@ -12,7 +12,7 @@ def test_mixed_folder_stores_valid_images_once_and_names_each_refusal(cli, tmp_p
 
     first = cli.json("upload", folder, expect=1)
     by_name = {Path(r["path"]).name: r for r in first["results"]}
-    assert first["summary"] == {"new": 8, "duplicate": 1, "refused": 4}
+    assert first["summary"] == {"new": 10, "duplicate": 1, "refused": 4}
     assert by_name["again.jpg"]["status"] == "duplicate"
     assert by_name["again.jpg"]["image_id"] == by_name["photo.jpg"]["image_id"]
     assert "empty" in by_name["empty.jpg"]["reason"]
@@ -21,9 +21,11 @@ def test_mixed_folder_stores_valid_images_once_and_names_each_refusal(cli, tmp_p
     assert "bomb" in by_name["bomb.png"]["reason"]
 
     second = cli.json("upload", folder, expect=1)
-    assert second["summary"] == {"new": 0, "duplicate": 9, "refused": 4}
-    assert cli.sql("SELECT COUNT(*) FROM images")[0][0] == 8
-    assert cli.sql("SELECT COUNT(*) FROM image_blobs")[0][0] == 8
+    assert second["summary"] == {"new": 0, "duplicate": 11, "refused": 4}
+    assert cli.sql("SELECT COUNT(*) FROM images")[0][0] == 10
+    assert cli.sql("SELECT COUNT(*) FROM image_blobs")[0][0] == 10
+    formats = {r[0] for r in cli.sql("SELECT format FROM images")}
+    assert {"JPEG", "PNG", "GIF", "HEIF", "WEBP"} <= formats
     assert cli.sql("PRAGMA integrity_check")[0][0] == "ok"
 
 
@@ -87,3 +89,27 @@ def test_large_phone_photo_is_accepted(cli, tmp_path):
     out = cli.json("upload", path)
     assert out["summary"]["new"] == 1
     assert cli.json("show", out["results"][0]["image_id"])["width"] == 8160
+
+
+def test_two_concurrent_uploads_store_each_image_once(cli, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "many"
+    for i in range(80):
+        write(folder / f"p{i:03d}.jpg", jpeg_bytes(seed=500 + i))
+    args = [sys.executable, "-m", "dogbreed", "--db", str(cli.db), "upload", str(folder), "--json"]
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (_, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stderr
+        assert "locked" not in stderr.lower()
+    summaries = [json.loads(stdout)["summary"] for stdout, _ in outs]
+    assert sum(s["new"] for s in summaries) == 80
+    assert sum(s["duplicate"] for s in summaries) == 80
+    assert cli.sql("SELECT COUNT(*), COUNT(DISTINCT sha256) FROM images") == [(80, 80)]
