@@ -15,6 +15,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -33,10 +34,10 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except DogbreedError as exc:
-            err.print(f"[red]Error:[/red] {exc}", markup=True, soft_wrap=True)
+            err.print(f"[red]Error:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except sqlite3.DatabaseError as exc:
-            err.print(f"[red]Error:[/red] store {ctx.obj['db']}: {exc}", soft_wrap=True)
+            err.print(f"[red]Error:[/red] store {escape(str(ctx.obj['db']))}: {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(1) from None
 
 
@@ -171,11 +172,11 @@ def upload_cmd(
 
 def _print_upload_line(console: Console, r: Any) -> None:
     if r.status == "refused":
-        console.print(f"[red]refused[/red]   {r.path}: {r.reason}", soft_wrap=True)
+        console.print(f"[red]refused[/red]   {escape(r.path)}: {escape(r.reason)}", soft_wrap=True)
     else:
-        note = f" ({r.reason})" if r.reason else ""
+        note = f" ({escape(r.reason)})" if r.reason else ""
         color = "green" if r.status == "new" else "yellow"
-        console.print(f"[{color}]{r.status:<9}[/{color}] id {r.image_id}  {r.path}{note}", soft_wrap=True)
+        console.print(f"[{color}]{r.status:<9}[/{color}] id {r.image_id}  {escape(r.path)}{note}", soft_wrap=True)
 
 
 @app.command("list")
@@ -204,7 +205,7 @@ def list_cmd(
     for row in rows:
         table.add_row(
             str(row["id"]),
-            row["filename"],
+            escape(row["filename"]),
             display_name(row["ground_truth"]),
             display_name(row["top1"]),
             f"{row['top1_prob']:.1%}" if row["top1_prob"] is not None else "",
@@ -240,7 +241,7 @@ def show_cmd(
         return
     table = Table(show_header=False, title=f"image {image_id}")
     for key in ("filename", "format", "width", "height", "size_bytes", "sha256", "created_at"):
-        table.add_row(key, str(row[key]))
+        table.add_row(key, escape(str(row[key])))
     table.add_row("ground truth", display_name(row["ground_truth"]) or "-")
     out.print(table)
     if not preds:
@@ -311,7 +312,7 @@ def predict_cmd(
     ckpt = checkpoint or predict.default_checkpoint(conn)
     dev, warning = select_device(device)
     if warning:
-        err.print(f"[yellow]Warning:[/yellow] {warning}")
+        err.print(f"[yellow]Warning:[/yellow] {escape(warning)}")
     if queued:
         job_ids, sha = predict.queued_jobs(conn, ckpt)
     else:
@@ -405,7 +406,7 @@ def _print_predictions(results: list[dict[str, Any]], limit: int = 50) -> None:
         return
     table = Table("job", "image", "status", "prediction", title="predictions")
     for r in results[:limit]:
-        text = format_top(r["top"]) if r["status"] == "done" else f"[red]{r['error']}[/red]"
+        text = format_top(r["top"]) if r["status"] == "done" else f"[red]{escape(r['error'] or '')}[/red]"
         table.add_row(str(r["job_id"]), str(r["image_id"]), r["status"], text)
     out.print(table)
     if len(results) > limit:
@@ -454,7 +455,7 @@ def tasks_cmd(
             (r["created_at"] or "")[:19].replace("T", " "),
             (r["finished_at"] or "")[:19].replace("T", " "),
             f"{r['seconds']:.3f}" if r["seconds"] is not None else "",
-            r["error"] or "",
+            escape(r["error"] or ""),
         )
     out.print(table)
 
@@ -511,10 +512,10 @@ class _RichTrainListener:
 
     def stage(self, text: str) -> None:
         if not self.quiet:
-            err.print(f"[bold]{text}[/bold]")
+            err.print(f"[bold]{escape(text)}[/bold]")
 
     def warn(self, text: str) -> None:
-        err.print(f"[yellow]Warning:[/yellow] {text}", soft_wrap=True)
+        err.print(f"[yellow]Warning:[/yellow] {escape(text)}", soft_wrap=True)
 
     def start(self, description: str, total: int) -> None:
         self.progress.start()  # one live display for the whole run; tasks come and go
@@ -640,7 +641,7 @@ def _print_train_summary(result: Any) -> None:
     if result.skipped:
         err.print(f"[yellow]{len(result.skipped)} unreadable dataset image(s) skipped:[/yellow]")
         for path, reason in sorted(result.skipped.items()):
-            err.print(f"  {path}: {reason}", soft_wrap=True)
+            err.print(f"  {escape(path)}: {escape(reason)}", soft_wrap=True)
     if result.status == "interrupted":
         kept = f"; best checkpoint so far: {result.checkpoint}" if result.checkpoint else ""
         out.print(f"run {result.run_id} interrupted after epoch {len(result.epochs)}{kept}")
@@ -729,7 +730,7 @@ def _print_runs_table(all_runs: list[dict[str, Any]]) -> None:
     for r in all_runs:
         table.add_row(
             str(r["id"]),
-            r["name"],
+            escape(r["name"]),
             f"{r['model']} {r['mode']}",
             r["status"],
             str(r["epochs"]),
@@ -828,7 +829,7 @@ def dataset_info_cmd(
         bad = report["unreadable"]
         out.print(f"{len(bad)} unreadable file(s)" + (":" if bad else ""))
         for item in bad:
-            out.print(f"  {item['path']}: {item['reason']}", soft_wrap=True)
+            out.print(f"  {escape(item['path'])}: {escape(item['reason'])}", soft_wrap=True)
 
 
 @dataset_app.command("synthetic")

@@ -95,3 +95,11 @@ def test_light_commands_never_import_torch_or_matplotlib(home, args):
 def test_python_dash_m_works(home):
     proc = subprocess.run([sys.executable, "-m", "dogbreed", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and "dogbreed" in proc.stdout
+
+
+def test_names_that_look_like_rich_markup_print_literally(cli, tmp_path):
+    good = write(tmp_path / "[red]rex[1].jpg", jpeg_bytes(seed=77))
+    bad = write(tmp_path / "[bold]notes.jpg", b"text")
+    result = cli("upload", good, bad, expect=1)
+    assert "[red]rex[1].jpg" in result.output and "[bold]notes.jpg" in result.output
+    assert "[red]rex[1].jpg" in cli("list").output
