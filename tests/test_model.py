@@ -83,6 +83,7 @@ class _Evil:
         return (print, ("pwned",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoints_that_need_unpickling_code_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "dogbreed-checkpoint", "payload": _Evil()}, path)
