@@ -122,8 +122,9 @@ def init_worker(checkpoint: str, device: str, db_path: str, threads: int, parent
     torch.set_num_threads(max(1, threads))
     loaded = _PRELOADED if _PRELOADED.get("key") == (checkpoint, device) else _load_model(checkpoint, device)
     _WORKER.update(loaded)
-    _WORKER["conn"] = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, check_same_thread=False)
-    _WORKER["conn"].execute("PRAGMA busy_timeout = 60000")
+    from dogbreed.store import connect
+
+    _WORKER["conn"] = connect(db_path, readonly=True)
 
 
 def _load_blobs(conn: sqlite3.Connection, image_ids: list[int]) -> dict[int, bytes]:
