@@ -556,6 +556,11 @@ def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) 
         f"{len(data.val)} val / {len(data.test)} test images ({'official' if data.official else 'seeded'} split)"
     )
     cached = config.mode == "extractor" and config.cache_features
+    if cached:
+        listener.stage(
+            "extractor mode: backbone features are computed once from centre crops, so the head trains without "
+            "random crops or flips (--no-cache-features keeps them, at a full forward pass per epoch)"
+        )
     fitter = (_CachedHeadFitter if cached else _FullFitter)(model, data, config, device, listener)
     try:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(fitter.optimizer, T_max=config.epochs)

@@ -215,3 +215,11 @@ def test_a_checkpoint_over_a_few_breeds_still_stores_all_120_probabilities(cli, 
     probs = json.loads(cli.sql("SELECT probs FROM predictions WHERE image_id = ?", (ids[0],))[0][0])
     assert len(probs) == 120 and abs(sum(probs.values()) - 1) < 1e-4
     assert {w for w, p in probs.items() if p > 0} <= {c[0] for c in few}
+
+
+def test_view_title_colour_says_whether_the_prediction_matches():
+    from dogbreed.viz import title_color
+
+    assert title_color("n02088364", "n02088364") == "green"
+    assert title_color("n02088364", "n02099601") == "red"
+    assert title_color("n02088364", None) == "black"
