@@ -682,6 +682,7 @@ def stats_cmd(
     from dogbreed.store import runs
 
     conn = _open(ctx)
+    runs.mark_abandoned(conn)
     if run_id is None:
         all_runs = runs.list_runs(conn)
         summary = runs.store_summary(conn)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -329,6 +330,7 @@ class _RunRecord:
             params=json.dumps(config.params()),
             num_classes=num_classes,
             started_at=utcnow(),
+            owner_pid=os.getpid(),
         )
         with Session(self.engine) as session:
             session.add(row)

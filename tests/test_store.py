@@ -106,3 +106,25 @@ def test_parallel_writers_wait_instead_of_failing(tmp_path):
     a.execute("COMMIT")
     with store_db.write(b):  # ... and gets the lock once a is done
         b.execute("INSERT INTO schema_version VALUES (99, 'x')")
+
+
+def test_a_store_from_an_older_version_is_migrated_with_its_data(tmp_path):
+    from dogbreed.store.schema import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for statement in MIGRATIONS[0]:
+        old.execute(statement)
+    old.execute("INSERT INTO schema_version VALUES (1, 'then')")
+    old.execute(
+        "INSERT INTO images (filename, sha256, format, width, height, size_bytes, created_at) "
+        "VALUES ('rex.jpg', 'abc', 'JPEG', 4, 3, 10, 'then')"
+    )
+    old.commit()
+    old.close()
+
+    conn = store_db.open_store(path)
+    assert store_db.schema_version(conn) == LATEST_VERSION
+    assert "owner_pid" in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    assert images.get_image(conn, 1)["filename"] == "rex.jpg"

@@ -130,3 +130,21 @@ def test_stats_plot_writes_curves(cli, trained, tmp_path):
 def test_unknown_model_and_missing_dataset_are_one_line_errors(cli, tmp_path, learnable):
     assert "unknown model" in cli("train", "--dataset", learnable, "--model", "resnot", *TINY, expect=1).output
     assert "no Images/ folder" in cli("train", "--dataset", tmp_path, *TINY, expect=1).output
+
+
+def test_a_run_whose_process_died_is_reported_interrupted(cli, home):
+    import subprocess
+
+    from dogbreed.store import open_store
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    conn = open_store(cli.db)
+    conn.execute(
+        "INSERT INTO runs (name, status, model, mode, device, dataset, params, num_classes, started_at, owner_pid) "
+        "VALUES ('killed', 'running', 'resnet18', 'extractor', 'cpu', 'd', '{}', 2, 'then', ?)",
+        (gone.pid,),
+    )
+    conn.close()
+    run = cli.json("stats")["runs"][0]
+    assert run["status"] == "interrupted" and "killed" in run["error"]

@@ -16,7 +16,7 @@ from dogbreed.store.db import utcnow, write
 JOB_STATUSES = ("queued", "running", "done", "failed")
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
     if not pid or pid == os.getpid():
         return False
     try:
@@ -39,7 +39,7 @@ def requeue_abandoned(conn: sqlite3.Connection, checkpoint_sha256: str | None = 
     if checkpoint_sha256:
         sql += " AND checkpoint_sha256 = ?"
         params = (checkpoint_sha256,)
-    dead = [row[0] for row in conn.execute(sql, params) if not _pid_alive(row[1])]
+    dead = [row[0] for row in conn.execute(sql, params) if not pid_alive(row[1])]
     for job_id in dead:
         conn.execute("UPDATE jobs SET status = 'queued', owner_pid = NULL, started_at = NULL WHERE id = ?", (job_id,))
     return len(dead)

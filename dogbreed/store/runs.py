@@ -6,10 +6,28 @@ import json
 import sqlite3
 from typing import Any
 
+from dogbreed.store.db import utcnow, write
+from dogbreed.store.jobs import pid_alive
+
 RUN_COLUMNS = (
     "id, name, status, model, mode, device, dataset, num_classes, checkpoint_path, checkpoint_sha256, best_epoch, "
     "best_val_acc, test_acc, test_top5, test_macro_f1, started_at, finished_at, duration_s, error"
 )
+
+
+def mark_abandoned(conn: sqlite3.Connection) -> int:
+    """Runs still 'running' whose process is gone (killed, crashed, machine rebooted) become 'interrupted'."""
+    rows = conn.execute("SELECT id, owner_pid FROM runs WHERE status = 'running'").fetchall()
+    dead = [r[0] for r in rows if not pid_alive(r[1])]
+    if dead:
+        with write(conn):
+            for run_id in dead:
+                conn.execute(
+                    "UPDATE runs SET status = 'interrupted', error = ?, finished_at = ? WHERE id = ? AND "
+                    "status = 'running'",
+                    ("the training process ended without finishing (killed?)", utcnow(), run_id),
+                )
+    return len(dead)
 
 
 def list_runs(conn: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:

@@ -91,6 +91,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (run_id, epoch)
         )""",
     ),
+    # 2: the process that runs a training run, so a run whose process was killed can be told from a live one.
+    ("ALTER TABLE runs ADD COLUMN owner_pid INTEGER",),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -88,6 +88,7 @@ class RunRow(SQLModel, table=True):
     started_at: str
     finished_at: str | None = None
     duration_s: float | None = None
+    owner_pid: int | None = None
 
 
 class EpochRow(SQLModel, table=True):
