@@ -117,6 +117,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a malformed EXIF block leaves the picture as stored rather than failing it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns about corrupt EXIF; the picture itself is fine
+            return ImageOps.exif_transpose(img) or img
+    except Exception:
+        return img
+
+
 def load_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
     """Decode, apply the EXIF orientation and convert to RGB. With ``min_side``, JPEGs may decode at a reduced
     DCT scale as long as the shorter side stays at least ``min_side`` (much faster for large photos)."""
@@ -128,8 +138,8 @@ def load_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
             if scale < 1:
                 img.draft(img.mode, (max(1, int(w * scale)), max(1, int(h * scale))))
         img.seek(0)  # animated images: the first frame
-        img = ImageOps.exif_transpose(img) or img
-        return _to_rgb(img)
+        img.load()
+        return _to_rgb(_upright(img))
     except ImageRejected:
         raise
     except Exception as exc:

@@ -76,3 +76,10 @@ def test_preprocess_matches_for_bytes_and_decoded_pictures():
 def test_validate_refuses_bad_bytes(data, reason):
     with pytest.raises(imaging.ImageRejected, match=reason):
         imaging.validate(data)
+
+
+def test_corrupt_exif_does_not_sink_a_good_picture():
+    data = encode(picture((40, 30)), "JPEG", exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff garbage")
+    imaging.validate(data)
+    assert imaging.load_rgb(data).size == (40, 30)
+    assert tuple(imaging.preprocess(data, image_size=32).shape) == (3, 32, 32)
