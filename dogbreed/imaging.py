@@ -59,6 +59,7 @@ def _open(data: bytes) -> Image.Image:
         raise ImageRejected(f"{len(data) / 2**20:.0f} MB is over the {MAX_BYTES // 2**20} MB limit")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # e.g. "Corrupt EXIF data": the pixels are what count
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -84,6 +85,7 @@ def validate(data: bytes) -> ImageInfo:
     width, height = img.size
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # e.g. "Corrupt EXIF data": the pixels are what count
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             if fmt == "JPEG":
                 img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
