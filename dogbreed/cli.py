@@ -307,6 +307,7 @@ def predict_cmd(
 
     from dogbreed import predict
     from dogbreed.model import select_device
+    from dogbreed.store import predictions
 
     conn = _open(ctx)
     ckpt = checkpoint or predict.default_checkpoint(conn)
@@ -358,7 +359,7 @@ def predict_cmd(
             batch_size=batch_size,
             on_progress=advance,
         )
-    results = predict.results_for(conn, job_ids, top_k)
+    results = predictions.for_jobs(conn, job_ids, top_k)
     if as_json:
         _print_json(
             {

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ class PredictOutcome:
     job_ids: list[int]
     done: int = 0
     failed: int = 0
-    failures: list[dict[str, Any]] = field(default_factory=list)
     device: str = "cpu"
     seconds: float = 0.0  # the whole run
     load_seconds: float = 0.0  # of which: loading the model before the first batch (fork and in-process modes)
@@ -281,7 +280,6 @@ def run_jobs(
                 outcome.done += 1
             else:
                 outcome.failed += 1
-                outcome.failures.append(r)
         if on_progress:
             on_progress(outcome.done, outcome.failed)
 
@@ -315,31 +313,6 @@ def run_jobs(
     conn.close()
     outcome.seconds = time.perf_counter() - start
     return outcome
-
-
-def results_for(conn: sqlite3.Connection, job_ids: list[int], top_k: int) -> list[dict[str, Any]]:
-    """Each job with its image's prediction (top-k breeds) or its error, in job order."""
-    import json
-
-    from dogbreed.breeds import display_name
-
-    out = []
-    for start in range(0, len(job_ids), 500):
-        chunk = job_ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(
-            "SELECT j.id AS job_id, j.image_id, j.status, j.error, p.probs, p.device FROM jobs j "
-            "LEFT JOIN predictions p ON p.image_id = j.image_id AND p.checkpoint_sha256 = j.checkpoint_sha256 "
-            f"WHERE j.id IN ({marks}) ORDER BY j.id",
-            chunk,
-        )
-        for row in rows:
-            item = dict(row)
-            probs = json.loads(item.pop("probs")) if item["probs"] and item["status"] == "done" else {}
-            ranked = sorted(probs.items(), key=lambda kv: kv[1], reverse=True)[:top_k]
-            item["top"] = [{"wnid": w, "name": display_name(w), "prob": p} for w, p in ranked]
-            out.append(item)
-    return out
 
 
 def start_background(
