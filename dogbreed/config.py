@@ -1,4 +1,8 @@
-"""Where things live. Precedence everywhere: command-line flag > environment variable > default."""
+"""Where things live. Precedence everywhere: command-line flag > environment variable > default.
+
+One rule per location, applied by every command: the dataset is ``--dataset``, else ``$DOGBREED_DATASET``, else
+``$DOGBREED_HOME/dataset`` (``dataset download``, ``dataset synthetic``, ``train`` and ``eval`` all agree).
+"""
 
 from __future__ import annotations
 
@@ -34,8 +38,24 @@ class Paths:
     checkpoints: Path
     dataset: Path
 
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def cache(self) -> Path:
+        """Compiled engine models and other things that can be rebuilt."""
+        return self.home / "cache"
+
     def as_dict(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.__dict__.items()}
+        return {
+            "home": str(self.home),
+            "db": str(self.db),
+            "checkpoints": str(self.checkpoints),
+            "dataset": str(self.dataset),
+            "logs": str(self.logs),
+            "cache": str(self.cache),
+        }
 
 
 def resolve_paths(db: Path | None = None, dataset: Path | None = None, checkpoints: Path | None = None) -> Paths:

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from dogbreed.breeds import Breed, breed_from_folder
 from dogbreed.errors import DogbreedError
+from dogbreed.imaging import IMAGE_SUFFIXES
 
 STANFORD_URL = "http://vision.stanford.edu/aditya86/ImageNetDogs/"
 ARCHIVES = {"images": "images.tar", "lists": "lists.tar", "annotation": "annotation.tar"}
 VERIFY_CACHE = ".dogbreed-verify.json"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,14 @@
-"""Bytes -> a validated, upright RGB picture, and the ONE preprocessing shared by predict, evaluation and
-training's evaluation pass.
+"""Bytes -> a validated, upright RGB picture, and the ONE preprocessing (to a numpy array) that predict,
+evaluation, export calibration and training's evaluation pass share.
 
-Limits: a file over MAX_BYTES or a picture over MAX_PIXELS is refused before it is decoded, which stops
-decompression bombs (a few KB of PNG that inflate to gigabytes) while any real photo passes: a 50-megapixel
-phone picture is a quarter of the pixel limit.
+Limits, so that no file can take unbounded time or memory:
+- a file over MAX_BYTES is refused before it is decoded;
+- a JPEG may claim up to MAX_PIXELS: it is decoded at a reduced DCT scale (draft mode), so memory follows the
+  size that is needed, not the size claimed;
+- other formats are decoded whole, and compress well enough to lie cheaply (a 786 KB PNG can claim
+  14000x14000 RGBA = 784 MB), so they get the lower MAX_PIXELS_OTHER; once decoded they are reduced to the
+  needed size before any conversion copies them.
+A 50-megapixel phone JPEG and a 48-megapixel HEIC pass.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from PIL import Image, ImageFile, ImageOps
@@ -19,10 +24,11 @@ from PIL import Image, ImageFile, ImageOps
 from dogbreed.errors import DogbreedError
 
 if TYPE_CHECKING:
-    import torch
+    import numpy as np
 
 MAX_BYTES = 100 * 1024 * 1024
 MAX_PIXELS = 200_000_000
+MAX_PIXELS_OTHER = 64_000_000
 
 try:  # HEIC/HEIF: what iPhones save by default
     from pillow_heif import register_heif_opener
@@ -31,17 +37,49 @@ try:  # HEIC/HEIF: what iPhones save by default
 except ImportError:  # pragma: no cover - pillow-heif is a dependency; without it HEIC files are refused
     pass
 
-# Our own explicit check below replaces Pillow's global bomb guard; keep Pillow's as a backstop above ours.
+# Our explicit checks replace Pillow's global bomb guard; keep Pillow's as a backstop above ours.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# Picture files by extension, where folders are scanned (upload, the dataset); a file named explicitly is judged
+# by its content.
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".heif", ".ppm", ".pgm"}
+)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-RESIZE_RATIO = 256 / 224  # resize the shorter side to size * 256/224, then centre-crop size x size
+INTERPOLATIONS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 
 class ImageRejected(DogbreedError):
     """Bytes that are not a usable picture; the message says why."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model wants its input: shorter side resized to ``resize_size``, centre crop ``crop_size`` square,
+    ``interpolation``, then normalised with ``mean``/``std``. Recorded in checkpoints and exports; taken from
+    torchvision's weights (``weights.transforms()``) for ready models."""
+
+    crop_size: int = 224
+    resize_size: int = 256
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    @classmethod
+    def for_crop(cls, crop_size: int, **kw) -> Preprocessing:
+        """The classic ImageNet recipe at another size: resize to crop * 256/224, then crop."""
+        return cls(crop_size=crop_size, resize_size=int(round(crop_size * 256 / 224)), **kw)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["mean"], data["std"] = list(self.mean), list(self.std)
+        return data
 
 
 @dataclass(frozen=True)
@@ -67,34 +105,65 @@ def _open(data: bytes) -> Image.Image:
     except Exception:
         raise ImageRejected("not a recognised image format") from None
     width, height = img.size
-    if width * height > MAX_PIXELS:
-        raise ImageRejected(f"{width}x{height} is more than {MAX_PIXELS:,} pixels (decompression bomb?)")
     if width < 1 or height < 1:
         raise ImageRejected(f"invalid size {width}x{height}")
+    limit = MAX_PIXELS if img.format == "JPEG" else MAX_PIXELS_OTHER
+    if width * height > limit:
+        raise ImageRejected(
+            f"{img.format or 'image'} of {width}x{height} is more than {limit:,} pixels (decompression bomb?)"
+        )
     return img
 
 
-def validate(data: bytes) -> ImageInfo:
-    """Fully decode ``data`` (every byte of the pixel stream, not only the header) or raise ImageRejected.
-
-    JPEGs decode through Pillow's draft mode at 1/8 scale: libjpeg still entropy-decodes every block, so
-    truncation and corruption surface, at a fraction of a full-size decode's time and memory.
-    """
-    img = _open(data)
-    fmt = img.format or "UNKNOWN"
-    width, height = img.size
+def _load(img: Image.Image, fmt: str) -> None:
+    """Decode the pixel stream; a truncated or corrupt one is an ImageRejected with the decoder's reason."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # e.g. "Corrupt EXIF data": the pixels are what count
+            warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if fmt == "JPEG":
-                img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
+            img.seek(0)  # animated images: the first frame
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected(f"more than {MAX_PIXELS:,} pixels (decompression bomb?)") from None
     except Exception as exc:
         reason = str(exc).split("\n")[0] or type(exc).__name__
         raise ImageRejected(f"cannot decode {fmt} data: {reason}") from None
+
+
+def _missing_jpeg_tail(img: Image.Image) -> bool:
+    """True when a baseline JPEG's scan ended early and libjpeg filled the rest with mid-grey.
+
+    libjpeg treats a scan cut short by an end-of-image marker as a warning (Pillow does not report it) and
+    decodes the missing blocks with no coefficients: exactly 128 in every channel. A real photo's last row of
+    blocks is never exactly that flat grey while the first row is not. (A cut inside the last row of blocks goes
+    unnoticed: it loses at most 16 pixel rows.)"""
+    if img.info.get("progressive") or img.info.get("progression"):
+        return False  # earlier scans cover the whole picture: a cut shows as blur, not grey
+    w, h = img.size
+    grey = [(128, 128)] * len(img.getbands())
+
+    def flat_grey(box: tuple[int, int, int, int]) -> bool:
+        extrema = img.crop(box).getextrema()
+        extrema = [extrema] if isinstance(extrema[0], int) else list(extrema)
+        return extrema == grey
+
+    return h > 1 and flat_grey((0, h - 1, w, h)) and not flat_grey((0, 0, w, 1))
+
+
+def validate(data: bytes) -> ImageInfo:
+    """Fully decode ``data`` (every byte of the pixel stream, not only the header) or raise ImageRejected.
+
+    JPEGs decode through draft mode at 1/8 scale: libjpeg still entropy-decodes every block, so truncation and
+    corruption surface, at a fraction of a full-size decode's time and memory.
+    """
+    img = _open(data)
+    fmt = img.format or "UNKNOWN"
+    width, height = img.size
+    if fmt == "JPEG":
+        img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
+    _load(img, fmt)
+    if fmt == "JPEG" and _missing_jpeg_tail(img):
+        raise ImageRejected("truncated JPEG: the end of its picture data is missing (the bottom would be grey)")
     return ImageInfo(hashlib.sha256(data).hexdigest(), fmt, width, height)
 
 
@@ -130,69 +199,57 @@ def _upright(img: Image.Image) -> Image.Image:
 
 
 def load_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
-    """Decode, apply the EXIF orientation and convert to RGB. With ``min_side``, JPEGs may decode at a reduced
-    DCT scale as long as the shorter side stays at least ``min_side`` (much faster for large photos)."""
+    """Decode, apply the EXIF orientation and convert to RGB. With ``min_side``, the picture comes back no smaller
+    than needed for a shorter side of ``min_side`` and not much larger: JPEGs decode at a reduced DCT scale, other
+    formats are box-reduced right after decoding, before any conversion copies them."""
     img = _open(data)
+    fmt = img.format or "UNKNOWN"
+    if min_side and fmt == "JPEG":
+        w, h = img.size
+        scale = min_side / min(w, h)
+        if scale < 1:
+            img.draft(img.mode, (max(1, int(w * scale)), max(1, int(h * scale))))
+    _load(img, fmt)
+    if min_side and fmt != "JPEG":
+        factor = min(img.size) // (2 * min_side)
+        if factor >= 2:
+            try:
+                img = img.reduce(factor)
+            except (ValueError, NotImplementedError):  # modes reduce() does not handle: convert first
+                img = _to_rgb(img).reduce(factor)
     try:
-        if min_side and img.format == "JPEG":
-            w, h = img.size
-            scale = min_side / min(w, h)
-            if scale < 1:
-                img.draft(img.mode, (max(1, int(w * scale)), max(1, int(h * scale))))
-        img.seek(0)  # animated images: the first frame
-        img.load()
         return _to_rgb(_upright(img))
-    except ImageRejected:
-        raise
     except Exception as exc:
         reason = str(exc).split("\n")[0] or type(exc).__name__
         raise ImageRejected(f"cannot decode image: {reason}") from None
 
 
-def resize_size(image_size: int) -> int:
-    return int(round(image_size * RESIZE_RATIO))
-
-
-def center_crop(img: Image.Image, image_size: int) -> Image.Image:
-    """Resize the shorter side to image_size*256/224 and centre-crop image_size x image_size, in one resampling
-    pass over just the crop's source region (the same pixels as resize-then-crop, in about half the time)."""
-    short = resize_size(image_size)
+def center_crop(img: Image.Image, prep: Preprocessing) -> Image.Image:
+    """Resize the shorter side to ``prep.resize_size`` and centre-crop ``prep.crop_size`` square, in one
+    resampling pass over just the crop's source region (the same pixels as resize-then-crop, in about half the
+    time)."""
+    short, size = prep.resize_size, prep.crop_size
     w, h = img.size
     scale = short / min(w, h)
     new_w, new_h = max(short, round(w * scale)), max(short, round(h * scale))
-    left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
+    left, top = (new_w - size) // 2, (new_h - size) // 2
     sx, sy = w / new_w, h / new_h
-    box = (left * sx, top * sy, (left + image_size) * sx, (top + image_size) * sy)
-    return img.resize((image_size, image_size), Image.BILINEAR, box=box, reducing_gap=None)
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    resample = INTERPOLATIONS.get(prep.interpolation, Image.BILINEAR)
+    return img.resize((size, size), resample, box=box, reducing_gap=None)
 
 
-def to_tensor(img: Image.Image, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+def normalise(img: Image.Image, prep: Preprocessing) -> np.ndarray:
     """HWC uint8 RGB -> normalised CHW float32."""
     import numpy as np
-    import torch
 
-    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return arr.sub_(mean_t).div_(std_t)
-
-
-def preprocess(
-    data: bytes,
-    image_size: int = 224,
-    mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
-) -> torch.Tensor:
-    """Encoded image bytes -> the model's input tensor (3 x image_size x image_size)."""
-    img = load_rgb(data, min_side=resize_size(image_size))
-    return to_tensor(center_crop(img, image_size), mean, std)
+    arr = np.asarray(img, dtype=np.float32) * np.float32(1 / 255)
+    mean = np.asarray(prep.mean, dtype=np.float32)
+    inv_std = np.float32(1) / np.asarray(prep.std, dtype=np.float32)
+    return np.ascontiguousarray(((arr - mean) * inv_std).transpose(2, 0, 1))
 
 
-def preprocess_pil(
-    img: Image.Image,
-    image_size: int = 224,
-    mean: tuple[float, ...] = IMAGENET_MEAN,
-    std: tuple[float, ...] = IMAGENET_STD,
-) -> torch.Tensor:
-    """The same preprocessing for an already decoded RGB picture (training's evaluation pass)."""
-    return to_tensor(center_crop(_to_rgb(img), image_size), mean, std)
+def preprocess(data: bytes, prep: Preprocessing) -> np.ndarray:
+    """Encoded image bytes -> the model's input array (3 x crop x crop, float32)."""
+    img = load_rgb(data, min_side=prep.resize_size)
+    return normalise(center_crop(img, prep), prep)

@@ -1,4 +1,10 @@
-"""Upload: files, folders and globs -> validated image rows. One bad file never stops the others."""
+"""Upload: files, folders and globs -> validated image rows. One bad file never stops the others.
+
+Pictures are read and fully decoded BEFORE the write transaction that stores them, so the store's write lock is
+held only for the inserts themselves (a large upload never makes a concurrent predict or delete wait). Only
+regular files are read, with the size cap enforced while reading; anything odd on the way (a FIFO, a link to a
+device, a symlink loop, an unreadable folder, a name that is not valid UTF-8) is one refusal with its reason.
+"""
 
 from __future__ import annotations
 
@@ -6,85 +12,89 @@ import glob
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from dogbreed import imaging
-from dogbreed.breeds import Breed, breed_from_folder
+from dogbreed.breeds import Breed, breed_from_folder, display_name
+from dogbreed.files import NotReadable, read_regular_file
 from dogbreed.store import images as image_rows
-from dogbreed.store.db import write
 
-# Inside folders we pick pictures by extension; files named explicitly are judged by their content.
-IMAGE_SUFFIXES = {
-    ".jpg",
-    ".jpeg",
-    ".jfif",
-    ".png",
-    ".gif",
-    ".bmp",
-    ".webp",
-    ".tif",
-    ".tiff",
-    ".heic",
-    ".heif",
-    ".ppm",
-    ".pgm",
-}
-COMMIT_EVERY = 64
+BATCH = 32  # files decoded per insert transaction
 
 
 @dataclass(frozen=True)
 class UploadResult:
     path: str
     status: str  # "new", "duplicate" or "refused"
-    image_id: int | None = None
     reason: str | None = None
-    ground_truth: str | None = None
+    image: image_rows.ImageRecord | None = None
 
-    def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
+    @property
+    def image_id(self) -> int | None:
+        return self.image.id if self.image else None
+
+    def to_dict(self) -> dict:
+        """The outcome, with the stored record in the same shape as ``show --json``'s image part."""
+        data: dict = {"path": self.path, "status": self.status, "reason": self.reason, "image_id": self.image_id}
+        if self.image is not None:
+            data.update(self.image.to_dict())
+        else:  # a refusal: the same keys, nothing stored
+            data.update(dict.fromkeys(f.name for f in fields(image_rows.ImageRecord)))
+        data["ground_truth_name"] = display_name(data["ground_truth"]) or None
+        return data
+
+
+def printable(text: str) -> str:
+    """A path or name as valid UTF-8: bytes that are not (a non-UTF-8 file name) become U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def expand_paths(args: Iterable[str]) -> tuple[list[Path], list[UploadResult]]:
     """Files to upload (folders recursed, globs expanded, first-seen order, no repeats), and one refusal per
-    argument that names nothing."""
+    argument or folder that cannot be used."""
     files: list[Path] = []
-    missing: list[UploadResult] = []
-    seen: set[Path] = set()
+    refused: list[UploadResult] = []
+    seen: set[str] = set()
 
     def add(path: Path) -> None:
-        key = path.resolve()
+        try:
+            key = os.path.realpath(path, strict=False)
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, an unreadable link
+            refused.append(UploadResult(printable(str(path)), "refused", f"cannot resolve: {exc}"))
+            return
         if key not in seen:
             seen.add(key)
             files.append(path)
 
+    def walk_error(exc: OSError) -> None:
+        refused.append(UploadResult(printable(str(exc.filename)), "refused", f"cannot list folder: {exc.strerror}"))
+
     for arg in args:
         path = Path(arg).expanduser()
-        if path.is_dir():
-            for root, dirs, names in os.walk(path):
+        try:
+            is_dir, exists = path.is_dir(), path.exists() or path.is_symlink()
+        except OSError as exc:
+            refused.append(UploadResult(printable(arg), "refused", f"cannot read: {exc.strerror}"))
+            continue
+        if is_dir:
+            for root, dirs, names in os.walk(path, onerror=walk_error):  # never follows folder links: no loops
                 dirs.sort()
                 for name in sorted(names):
-                    if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith("."):
+                    if Path(name).suffix.lower() in imaging.IMAGE_SUFFIXES and not name.startswith("."):
                         add(Path(root) / name)
-        elif path.is_file():
-            add(path)
+        elif exists:
+            add(path)  # judged by its content when read: a FIFO or a device is refused then
         elif glob.has_magic(arg):
-            matches = sorted(glob.glob(os.path.expanduser(arg), recursive=True))
-            matched_files = [Path(m) for m in matches if Path(m).is_file()]
-            for match in matched_files:
+            matches = [Path(m) for m in sorted(glob.glob(os.path.expanduser(arg), recursive=True))]
+            matched = [m for m in matches if not m.is_dir()]
+            for match in matched:
                 add(match)
-            if not matched_files:
-                missing.append(UploadResult(arg, "refused", reason="no file matches this pattern"))
+            if not matched:
+                refused.append(UploadResult(printable(arg), "refused", "no file matches this pattern"))
         else:
-            missing.append(UploadResult(arg, "refused", reason="no such file or folder"))
-    return files, missing
-
-
-def _read(path: Path) -> bytes:
-    size = path.stat().st_size
-    if size > imaging.MAX_BYTES:
-        raise imaging.ImageRejected(f"{size / 2**20:.0f} MB is over the {imaging.MAX_BYTES // 2**20} MB limit")
-    return path.read_bytes()
+            refused.append(UploadResult(printable(arg), "refused", "no such file or folder"))
+    return files, refused
 
 
 def _label_for(path: Path, ground_truth: Breed | None, label_from_folder: bool) -> str | None:
@@ -94,32 +104,29 @@ def _label_for(path: Path, ground_truth: Breed | None, label_from_folder: bool) 
         breed = breed_from_folder(path.parent.name)
         if breed is None:
             raise imaging.ImageRejected(
-                f"folder {path.parent.name!r} is not a Stanford breed folder (like n02085620-Chihuahua); "
+                f"folder {printable(path.parent.name)!r} is not a Stanford breed folder (like n02085620-Chihuahua); "
                 "upload it without --label-from-folder or with --ground-truth"
             )
         return breed.wnid
     return None
 
 
-def upload_one(
-    conn: sqlite3.Connection,
-    path: Path,
-    *,
-    ground_truth: Breed | None = None,
-    label_from_folder: bool = False,
-    filename: str | None = None,
-) -> UploadResult:
-    """Validate and store one file; call inside a write transaction. Never raises for a bad file."""
+def prepare(
+    path: Path, *, ground_truth: Breed | None = None, label_from_folder: bool = False, filename: str | None = None
+) -> image_rows.NewImage | UploadResult:
+    """Read and fully decode one file: a row ready to insert, or the refusal saying why. Never raises for a bad
+    file."""
+    shown = printable(str(path))
     try:
         label = _label_for(path, ground_truth, label_from_folder)
-        data = _read(path)
+        data = read_regular_file(path, imaging.MAX_BYTES)
         info = imaging.validate(data)
-    except imaging.ImageRejected as exc:
-        return UploadResult(str(path), "refused", reason=str(exc))
-    except OSError as exc:
-        return UploadResult(str(path), "refused", reason=f"cannot read: {exc.strerror or exc}")
-    new = image_rows.NewImage(
-        filename=filename or path.name,
+    except (imaging.ImageRejected, NotReadable) as exc:
+        return UploadResult(shown, "refused", str(exc))
+    except (OSError, ValueError) as exc:
+        return UploadResult(shown, "refused", f"cannot read: {getattr(exc, 'strerror', None) or exc}")
+    return image_rows.NewImage(
+        filename=printable(filename or path.name),
         sha256=info.sha256,
         format=info.format,
         width=info.width,
@@ -127,13 +134,6 @@ def upload_one(
         data=data,
         ground_truth=label,
     )
-    image_id, created = image_rows.insert_image(conn, new)
-    if created:
-        return UploadResult(str(path), "new", image_id, ground_truth=label)
-    note = None
-    if label and image_rows.label_if_unlabelled(conn, image_id, label):
-        note = "ground truth added to the stored image"
-    return UploadResult(str(path), "duplicate", image_id, reason=note, ground_truth=label)
 
 
 def upload(
@@ -144,13 +144,25 @@ def upload(
     label_from_folder: bool = False,
     filename: str | None = None,
 ) -> Iterator[UploadResult]:
-    """Upload files in small transactions, yielding each file's outcome as soon as it is committed."""
-    for start in range(0, len(files), COMMIT_EVERY):
-        with write(conn):
-            batch = [
-                upload_one(
-                    conn, path, ground_truth=ground_truth, label_from_folder=label_from_folder, filename=filename
-                )
-                for path in files[start : start + COMMIT_EVERY]
-            ]
-        yield from batch
+    """Validate files outside any transaction, store each batch in one short transaction, and yield each file's
+    outcome (in the order given) once it is committed."""
+    for start in range(0, len(files), BATCH):
+        batch = files[start : start + BATCH]
+        prepared = [
+            prepare(p, ground_truth=ground_truth, label_from_folder=label_from_folder, filename=filename) for p in batch
+        ]
+        ready = [p for p in prepared if isinstance(p, image_rows.NewImage)]
+        inserted = iter(image_rows.insert_images(conn, ready)) if ready else iter(())
+        results = []
+        for path, item in zip(batch, prepared):
+            if isinstance(item, UploadResult):
+                results.append(item)
+                continue
+            done = next(inserted)
+            note = "ground truth added to the stored image" if done.labelled else None
+            results.append((printable(str(path)), "new" if done.created else "duplicate", note, done.image_id))
+        records = image_rows.get_images(conn, [r[3] for r in results if isinstance(r, tuple)])
+        for r in results:
+            if isinstance(r, tuple):
+                r = UploadResult(r[0], r[1], r[2], records.get(r[3]))
+            yield r

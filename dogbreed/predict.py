@@ -1,9 +1,11 @@
-"""Prediction jobs in a local process pool.
+"""The predict use case: a ``PredictRequest`` in, a ``PredictOutcome`` out.
 
-The parent plans jobs in the store, claims them a batch at a time and is the ONE writer of results. Each
-worker loads the model once (pool initializer), limits its torch threads so workers do not oversubscribe the
-cores, reads its batch's bytes straight from the store (read-only, WAL) and returns probabilities. Memory stays
-flat whatever the number of images: only a few batches are in flight at once.
+Jobs are written to the store before any work starts. The parent claims them a batch at a time and is the ONE
+writer of results; each worker process loads the engine once, reads its batch's bytes straight from the store
+(read-only, WAL), decodes and preprocesses them and returns scores. Memory stays flat whatever the number of
+images: only a few batches are in flight. How many workers, how many threads each and whether they are forked
+is the engine's call (``Engine.execution``). A worker that dies (the OOM killer, say) has its jobs requeued and
+the pool is restarted once.
 """
 
 from __future__ import annotations
@@ -11,91 +13,160 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dogbreed.engines import Choice, Engine, Execution, choose, engine_class, load_engine
 from dogbreed.errors import DogbreedError
+from dogbreed.sources import ModelSource
 from dogbreed.store import jobs as job_rows
+from dogbreed.store.jobs import JobOutcome
+from dogbreed.store.predictions import JobResult
 
 DEFAULT_BATCH = 16
 
 
 @dataclass
+class PredictRequest:
+    """Which images (exactly one of: ``paths`` to store first, ``image_ids``, ``every``, ``pending``), which model
+    (None: the default, see ``sources.resolve``) and how to run it."""
+
+    paths: list[str] = field(default_factory=list)
+    image_ids: list[int] = field(default_factory=list)
+    every: bool = False
+    pending: bool = False
+    source: ModelSource | None = None
+    device: str = "auto"
+    engine: str = "auto"
+    precision: str = "auto"
+    workers: int | None = None
+    threads: int | None = None
+    batch_size: int = DEFAULT_BATCH
+    background: bool = False
+
+
+@dataclass
 class PredictOutcome:
-    job_ids: list[int]
+    source: ModelSource
+    choice: Choice
+    job_ids: list[int] = field(default_factory=list)
+    uploads: list[Any] = field(default_factory=list)  # ingest.UploadResult, for PATH requests
+    results: list[JobResult] = field(default_factory=list)
     done: int = 0
     failed: int = 0
-    device: str = "cpu"
+    dropped: int = 0  # results for images deleted while they were being predicted
     seconds: float = 0.0  # the whole run
-    load_seconds: float = 0.0  # of which: loading the model before the first batch (fork and in-process modes)
+    load_seconds: float = 0.0  # of which: loading the model before the first batch
+    background_pid: int | None = None
+    log: Path | None = None
+
+    @property
+    def rate(self) -> float:
+        """Images per second once the model was loaded."""
+        work = self.seconds - self.load_seconds
+        return (self.done + self.failed) / work if work > 0 else 0.0
 
 
-def default_checkpoint(conn: sqlite3.Connection) -> Path:
-    """The best checkpoint of the newest finished training run whose file still exists."""
-    rows = conn.execute(
-        "SELECT id, checkpoint_path FROM runs WHERE status = 'finished' AND checkpoint_path IS NOT NULL "
-        "ORDER BY finished_at DESC, id DESC"
-    ).fetchall()
-    for row in rows:
-        if Path(row["checkpoint_path"]).is_file():
-            return Path(row["checkpoint_path"])
-    raise DogbreedError("no trained model yet: train one with 'dogbreed train' or pass --checkpoint PATH")
+def _check_selection(request: PredictRequest) -> None:
+    chosen = sum(map(bool, (request.paths, request.image_ids, request.every, request.pending)))
+    if chosen > 1:
+        raise DogbreedError("choose one of: PATH..., --id, --all, --pending")
+    if chosen == 0:
+        raise DogbreedError("say which images: PATH... (files to classify), --id N, --all or --pending")
 
 
-def plan_jobs(
-    conn: sqlite3.Connection,
-    checkpoint: Path,
-    *,
-    image_ids: list[int] | None = None,
-    every: bool = False,
-    pending: bool = False,
-) -> tuple[list[int], str]:
-    """Write the jobs for this request to the store before any work starts; returns (job ids, checkpoint sha)."""
-    from dogbreed.model import file_sha256, read_checkpoint
+def run(
+    db_path: Path,
+    request: PredictRequest,
+    on_progress: Callable[[int, int, int], None] | None = None,
+    on_start: Callable[[PredictOutcome], None] | None = None,
+) -> PredictOutcome:
+    """Plan, run and record one predict request. ``on_start`` is called once the model and the jobs are known,
+    ``on_progress(done, failed, total)`` after every batch."""
+    from dogbreed import sources
+    from dogbreed.store import open_store, predictions
 
-    if sum(map(bool, (image_ids, every, pending))) > 1:
-        raise DogbreedError("choose one of --id, --all and --pending")
-    read_checkpoint(checkpoint)  # a clear error now beats one per worker later
-    sha = file_sha256(checkpoint)
-    path = str(checkpoint.resolve())
-    if image_ids:
-        from dogbreed.store.images import existing_ids
+    _check_selection(request)
+    conn = open_store(db_path)
+    try:
+        source = request.source or sources.resolve(conn)
+        choice = choose(source, request.device, request.engine, request.precision)
+        outcome = PredictOutcome(source, choice)
+        engine = None
+        if not request.background:  # load now: a model that cannot be built fails before any job exists
+            started = time.perf_counter()
+            engine = _preload(source, choice)
+            outcome.load_seconds = time.perf_counter() - started
+        else:
+            _validate(source)
+        ids = _target_ids(conn, request, outcome)
+        outcome.job_ids = _plan(conn, request, source, ids)
+        if on_start:
+            on_start(outcome)
+        if request.background:
+            if outcome.job_ids:
+                outcome.background_pid, outcome.log = start_background(db_path, source, choice, request)
+            return outcome
+        started = time.perf_counter() - outcome.load_seconds
+        run_jobs(conn, db_path, source, choice, outcome, request, engine, on_progress)
+        outcome.seconds = time.perf_counter() - started
+        outcome.results = predictions.for_jobs(conn, outcome.job_ids)
+        return outcome
+    finally:
+        _PRELOADED.clear()
+        conn.close()
 
-        missing = sorted(set(image_ids) - existing_ids(conn, image_ids))
+
+def _validate(source: ModelSource) -> None:
+    """A cheap check that the model can be built, for requests that load it elsewhere (background)."""
+    if source.kind == "checkpoint":
+        from dogbreed.model import read_checkpoint
+
+        read_checkpoint(source.ref)
+    elif source.kind == "ready" and source.weights_file:
+        from dogbreed.model import read_weights_file
+
+        read_weights_file(Path(source.weights_file))
+
+
+def _target_ids(conn: sqlite3.Connection, request: PredictRequest, outcome: PredictOutcome) -> list[int] | None:
+    from dogbreed.store.images import existing_ids
+
+    if request.paths:
+        from dogbreed.ingest import expand_paths, upload
+
+        files, refused = expand_paths(request.paths)
+        outcome.uploads = refused + list(upload(conn, files))
+        return list(dict.fromkeys(u.image_id for u in outcome.uploads if u.image_id is not None))
+    if request.image_ids:
+        missing = sorted(set(request.image_ids) - existing_ids(conn, request.image_ids))
         if missing:
             raise DogbreedError(f"no image with id {', '.join(map(str, missing))}; see 'dogbreed list'")
-        ids = list(dict.fromkeys(image_ids))
-        return job_rows.plan(conn, ids, sha, path, only_missing=False), sha
-    if not (every or pending):
-        raise DogbreedError("say which images: --id N (repeatable), --all or --pending")
-    return job_rows.plan(conn, None, sha, path, only_missing=pending), sha
+        return list(dict.fromkeys(request.image_ids))
+    return None  # every image
 
 
-def queued_jobs(conn: sqlite3.Connection, checkpoint: Path) -> tuple[list[int], str]:
-    """The jobs already queued for this checkpoint (what a background worker runs); (job ids, checkpoint sha)."""
-    from dogbreed.model import file_sha256
-
-    sha = file_sha256(checkpoint)
-    return job_rows.queued_ids(conn, sha), sha
+def _plan(conn: sqlite3.Connection, request: PredictRequest, source: ModelSource, ids: list[int] | None) -> list[int]:
+    if ids is not None and not ids:
+        return []
+    return job_rows.plan(conn, ids, source.identity, only_missing=request.pending)
 
 
 # ---------------------------------------------------------------- worker side
 
 _WORKER: dict[str, Any] = {}
-_PRELOADED: dict[str, Any] = {}  # a model loaded by the parent before forking; workers inherit it copy-on-write
+_PRELOADED: dict[str, Any] = {}  # an engine loaded by the parent; forked workers inherit it copy-on-write
 
 
-def _load_model(checkpoint: str, device: str) -> dict[str, Any]:
-    import torch
-
-    from dogbreed.model import load_checkpoint, prepare_for_inference
-
-    dev = torch.device(device)
-    model, meta = load_checkpoint(checkpoint, dev)
-    return {"key": (checkpoint, device), "model": prepare_for_inference(model, dev), "meta": meta, "device": dev}
+def _preload(source: ModelSource, choice: Choice) -> Engine:
+    engine = load_engine(source, choice)
+    _PRELOADED.update({"key": (source.key, choice), "engine": engine})
+    return engine
 
 
 def _exit_with_parent(parent_pid: int, every: float = 1.0) -> None:
@@ -112,106 +183,69 @@ def _exit_with_parent(parent_pid: int, every: float = 1.0) -> None:
     threading.Thread(target=watch, name="dogbreed-parent-watch", daemon=True).start()
 
 
-def init_worker(checkpoint: str, device: str, db_path: str, threads: int, parent_pid: int | None = None) -> None:
-    """Pool initializer: load the model once per worker process (or adopt the one inherited from the parent)."""
-    import torch
+def init_worker(source: ModelSource, choice: Choice, db_path: str, threads: int, parent_pid: int | None = None) -> None:
+    """Pool initializer: load the engine once per worker process (or adopt the one inherited from the parent)."""
+    from dogbreed.store import connect
 
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
-    torch.set_num_threads(max(1, threads))
-    loaded = _PRELOADED if _PRELOADED.get("key") == (checkpoint, device) else _load_model(checkpoint, device)
-    _WORKER.update(loaded)
-    from dogbreed.store import connect
-
-    _WORKER["conn"] = connect(db_path, readonly=True)
-
-
-def _load_blobs(conn: sqlite3.Connection, image_ids: list[int]) -> dict[int, bytes]:
-    marks = ",".join("?" * len(image_ids))
-    rows = conn.execute(f"SELECT image_id, data FROM image_blobs WHERE image_id IN ({marks})", image_ids)
-    return {r[0]: r[1] for r in rows}
+    if _PRELOADED.get("key") == (source.key, choice):
+        engine = _PRELOADED["engine"]
+    else:
+        engine = load_engine(source, choice)
+    engine.set_threads(threads)
+    _WORKER.update(engine=engine, conn=connect(db_path, readonly=True))
 
 
-def run_batch(claimed: list[tuple[int, int]]) -> list[dict[str, Any]]:
+def breed_probs(classes: tuple[str, ...], row: Any) -> dict[str, float]:
+    """Probabilities over all 120 breeds in canonical order; breeds the model was not trained on get 0."""
+    from dogbreed.breeds import BREEDS
+
+    known = {w: float(p) for w, p in zip(classes, row)}
+    return {b.wnid: known.get(b.wnid, 0.0) for b in BREEDS}
+
+
+def _failure(job_id: int, image_id: int, exc: BaseException) -> JobOutcome:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return JobOutcome(job_id, image_id, error=reason)
+
+
+def run_batch(claimed: list[tuple[int, int]]) -> list[JobOutcome]:
     """Predict one batch of (job id, image id); an image that cannot be decoded fails alone."""
-    import torch
+    import numpy as np
 
     from dogbreed.imaging import preprocess
-    from dogbreed.model import predict_probs
+    from dogbreed.store.images import get_blobs
 
-    model, meta, device, conn = _WORKER["model"], _WORKER["meta"], _WORKER["device"], _WORKER["conn"]
+    engine: Engine = _WORKER["engine"]
     start = time.perf_counter()
-    blobs = _load_blobs(conn, [image_id for _, image_id in claimed])
-    results, tensors, ok = [], [], []
+    blobs = get_blobs(_WORKER["conn"], [image_id for _, image_id in claimed])
+    outcomes, arrays, ok = [], [], []
     for job_id, image_id in claimed:
         data = blobs.get(image_id)
         try:
             if data is None:
                 raise DogbreedError("image was deleted")
-            tensors.append(preprocess(data, meta.image_size, tuple(meta.mean), tuple(meta.std)))
+            arrays.append(preprocess(data, engine.spec.preprocessing))
             ok.append((job_id, image_id))
         except Exception as exc:  # one bad image never sinks the batch
-            results.append(_failure(job_id, image_id, exc))
-    if tensors:
-        probs = predict_probs(model, torch.stack(tensors), device).numpy()
-        wnids = meta.wnids
-        for (job_id, image_id), row in zip(ok, probs):
-            top = int(row.argmax())
-            results.append(
-                {
-                    "job_id": job_id,
-                    "image_id": image_id,
-                    "error": None,
-                    "top1": wnids[top],
-                    "top1_prob": float(row[top]),
-                    "probs": all_breed_probs(wnids, row),
-                }
-            )
-    per_image = (time.perf_counter() - start) / max(1, len(claimed))
-    for r in results:
-        r["seconds"] = per_image
-    return results
-
-
-def all_breed_probs(wnids: list[str], row: Any) -> dict[str, float]:
-    """Probabilities over all 120 breeds in canonical order; breeds the checkpoint was not trained on get 0."""
-    from dogbreed.breeds import BREEDS
-
-    known = {w: round(float(p), 7) for w, p in zip(wnids, row)}
-    return {b.wnid: known.get(b.wnid, 0.0) for b in BREEDS}
-
-
-def _failure(job_id: int, image_id: int, exc: Exception) -> dict[str, Any]:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return {"job_id": job_id, "image_id": image_id, "error": reason}
+            outcomes.append(_failure(job_id, image_id, exc))
+    per_image = 0.0
+    if arrays:
+        scores = engine.predict(np.stack(arrays))
+        per_image = (time.perf_counter() - start) / len(claimed)
+        for i, (job_id, image_id) in enumerate(ok):
+            dog = float(scores.dog[i]) if scores.dog is not None else None
+            probs = breed_probs(engine.spec.classes, scores.probs[i])
+            outcomes.append(JobOutcome(job_id, image_id, None, probs, dog, per_image))
+    return [o if o.seconds else JobOutcome(o.job_id, o.image_id, o.error, seconds=per_image) for o in outcomes]
 
 
 # ---------------------------------------------------------------- parent side
 
 
-def plan_workers(
-    workers: int | None, threads: int | None, n_jobs: int, batch_size: int, device: str = "cpu"
-) -> tuple[int, int]:
-    """(worker processes, torch threads each); 0 processes means run in this process.
-
-    Default on CPU: one single-threaded worker per core. Two 1-thread processes forward ResNet18 about 8% faster
-    than one 2-thread process here, and each decodes its own images while the other computes. A single batch
-    runs in-process: starting a pool would cost more than the work. An accelerator gets one worker.
-    """
-    cores = os.cpu_count() or 1
-    if workers is None:
-        if n_jobs <= batch_size:
-            workers = 0
-        elif device != "cpu":
-            workers = 1
-        else:
-            workers = min(cores, -(-n_jobs // batch_size))
-    per = threads if threads and threads > 0 else max(1, cores // max(1, workers))
-    return workers, per
-
-
 class _InlineExecutor:
-    """The executor interface, run synchronously in this process (``--workers 0``)."""
+    """The executor interface, run synchronously in this process."""
 
     def __init__(self, initializer: Callable[..., None], initargs: tuple):
         initializer(*initargs)
@@ -225,123 +259,131 @@ class _InlineExecutor:
         return fut
 
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        conn = _WORKER.pop("conn", None)
+        if conn is not None:
+            conn.close()
         _WORKER.clear()
-        _PRELOADED.clear()
 
 
-def _executor(n_workers: int, checkpoint: str, device: str, db_path: str, threads: int) -> Any:
-    if n_workers == 0:
-        return _InlineExecutor(init_worker, (checkpoint, device, db_path, threads))
-    initargs = (checkpoint, device, db_path, threads, os.getpid())
+def _executor(plan: Execution, source: ModelSource, choice: Choice, db_path: Path) -> Any:
+    if plan.workers == 0:
+        return _InlineExecutor(init_worker, (source, choice, str(db_path), plan.threads))
     import multiprocessing
-    import sys
 
-    # Forking single-threaded CPU workers from a parent that already holds the model starts them in milliseconds
-    # and shares the weights' memory. CUDA and MPS cannot cross a fork, macOS forbids it, and OpenMP thread pools
-    # are only safe after a fork when each worker keeps to one thread: spawn in those cases.
-    if device == "cpu" and threads == 1 and sys.platform.startswith("linux"):
-        _PRELOADED.clear()
-        _PRELOADED.update(_load_model(checkpoint, device))
-        ctx = multiprocessing.get_context("fork")
-    else:
-        ctx = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(n_workers, mp_context=ctx, initializer=init_worker, initargs=initargs)
+    ctx = multiprocessing.get_context("fork" if plan.fork else "spawn")
+    initargs = (source, choice, str(db_path), plan.threads, os.getpid())
+    return ProcessPoolExecutor(plan.workers, mp_context=ctx, initializer=init_worker, initargs=initargs)
 
 
 def run_jobs(
+    conn: sqlite3.Connection,
     db_path: Path,
-    checkpoint: Path,
-    checkpoint_sha256: str,
-    job_ids: list[int],
-    *,
-    device: str = "cpu",
-    workers: int | None = None,
-    threads: int | None = None,
-    batch_size: int = DEFAULT_BATCH,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> PredictOutcome:
-    """Run the given jobs to completion (or failure) and record every outcome."""
-    from dogbreed.store import connect
-
-    outcome = PredictOutcome(job_ids=job_ids, device=device)
+    source: ModelSource,
+    choice: Choice,
+    outcome: PredictOutcome,
+    request: PredictRequest,
+    engine: Engine | None = None,
+    on_progress: Callable[[int, int, int], None] | None = None,
+) -> None:
+    """Run ``outcome.job_ids`` to completion (or failure) and record every result in ``outcome``."""
+    job_ids = outcome.job_ids
     if not job_ids:
-        return outcome
-    conn = connect(db_path)
-    n_workers, n_threads = plan_workers(workers, threads, len(job_ids), batch_size, device)
-    start = time.perf_counter()
-    chunks = iter([job_ids[i : i + batch_size] for i in range(0, len(job_ids), batch_size)])
-    in_flight: dict[Future, list[int]] = {}
-    path = str(checkpoint.resolve())
+        return
+    batch = request.batch_size
+    plan = engine_class(choice.engine).execution(choice.device, len(job_ids), batch, request.workers, request.threads)
+    if engine is not None and not plan.fork and plan.workers > 0:
+        _PRELOADED.clear()  # spawned workers load their own; do not hold a second copy here meanwhile
+    todo = deque(job_ids[i : i + batch] for i in range(0, len(job_ids), batch))
 
-    def record(results: list[dict[str, Any]]) -> None:
-        job_rows.finish(conn, results, path, checkpoint_sha256, device)
-        for r in results:
-            if r["error"] is None:
-                outcome.done += 1
-            else:
-                outcome.failed += 1
+    def record(results: list[JobOutcome]) -> None:
+        done, failed, dropped = job_rows.finish(
+            conn, results, source.identity, choice.device, choice.engine, choice.precision
+        )
+        outcome.done += done
+        outcome.failed += failed
+        outcome.dropped += dropped
         if on_progress:
-            on_progress(outcome.done, outcome.failed)
+            on_progress(outcome.done, outcome.failed, len(job_ids))
 
-    pool = _executor(n_workers, str(checkpoint), device, str(db_path), n_threads)
-    outcome.load_seconds = time.perf_counter() - start
-    try:
-        while True:
-            while len(in_flight) < max(1, n_workers) * 2:
-                chunk = next(chunks, None)
-                if chunk is None:
-                    break
-                claimed = job_rows.claim(conn, chunk, device)
-                if claimed:
-                    in_flight[pool.submit(run_batch, claimed)] = [job_id for job_id, _ in claimed]
-            if not in_flight:
-                break
-            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                ids = in_flight.pop(fut)
-                try:
-                    results = fut.result()
-                except Exception as exc:  # a worker died or could not load the model: these jobs fail
-                    results = [_failure(job_id, 0, exc) | {"seconds": 0.0} for job_id in ids]
-                record(results)
-    except BaseException:
-        job_rows.release(conn, [j for ids in in_flight.values() for j in ids])
-        pool.shutdown(wait=False, cancel_futures=True)
-        conn.close()
-        raise
-    pool.shutdown()
-    conn.close()
-    outcome.seconds = time.perf_counter() - start
-    return outcome
+    for attempt in range(2):  # a pool whose worker died is restarted once, its jobs requeued first
+        in_flight: dict[Future, list[tuple[int, int]]] = {}
+        pool = _executor(plan, source, choice, db_path)
+        try:
+            _drain(pool, conn, choice, todo, in_flight, max(1, plan.workers) * 2, record)
+            pool.shutdown()
+            return
+        except BrokenProcessPool:
+            held = [job_id for claimed in in_flight.values() for job_id, _ in claimed]
+            job_rows.release(conn, held)
+            pool.shutdown(wait=False, cancel_futures=True)
+            todo.appendleft(held)
+            if attempt == 1:
+                left = sum(len(chunk) for chunk in todo)
+                raise DogbreedError(
+                    f"a prediction worker died twice (out of memory?); {left} job(s) are back in the queue: run "
+                    "'dogbreed predict --pending' to finish them, perhaps with --workers 1 or a smaller --batch-size"
+                ) from None
+        except BaseException:
+            job_rows.release(conn, [job_id for claimed in in_flight.values() for job_id, _ in claimed])
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
-def start_background(
-    db_path: Path, checkpoint: Path, device: str, workers: int | None, batch_size: int, log_dir: Path
-) -> tuple[int, Path]:
-    """Start a detached `dogbreed predict --queued` that runs this checkpoint's queued jobs; (pid, log file)."""
+def _drain(
+    pool: Any, conn: sqlite3.Connection, choice: Choice, todo: deque, in_flight: dict, depth: int, record
+) -> None:
+    """Keep ``depth`` batches in flight until every chunk in ``todo`` is claimed and recorded."""
+    while todo or in_flight:
+        while todo and len(in_flight) < depth:
+            claimed = job_rows.claim(conn, todo.popleft(), choice.device, choice.engine, choice.precision)
+            if claimed:
+                in_flight[pool.submit(run_batch, claimed)] = claimed
+        if not in_flight:
+            return
+        finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+        for fut in finished:
+            try:
+                results = fut.result()
+            except BrokenProcessPool:  # the batch stays in in_flight: the caller requeues it
+                raise
+            except Exception as exc:  # the engine failed on this batch: its jobs fail with the reason
+                results = [_failure(job_id, image_id, exc) for job_id, image_id in in_flight[fut]]
+            del in_flight[fut]
+            record(results)
+
+
+def start_background(db_path: Path, source: ModelSource, choice: Choice, request: PredictRequest) -> tuple[int, Path]:
+    """Start a detached worker (``python -m dogbreed.worker``) that runs this model's queued jobs; (pid, log)."""
     import subprocess
     import sys
     from datetime import datetime
 
+    from dogbreed.config import resolve_paths
+
+    log_dir = resolve_paths(db=db_path).logs
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"predict-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
     args = [
         sys.executable,
         "-m",
-        "dogbreed",
+        "dogbreed.worker",
         "--db",
         str(db_path),
-        "predict",
-        "--queued",
-        "--checkpoint",
-        str(checkpoint),
+        "--source",
+        source.to_json(),
         "--device",
-        device,
+        choice.device,
+        "--engine",
+        choice.engine,
+        "--precision",
+        choice.precision,
         "--batch-size",
-        str(batch_size),
+        str(request.batch_size),
     ]
-    if workers is not None:
-        args += ["--workers", str(workers)]
+    if request.workers is not None:
+        args += ["--workers", str(request.workers)]
+    if request.threads is not None:
+        args += ["--threads", str(request.threads)]
     with open(log, "ab") as fh:
         proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import copy
-import json
+import math
 import os
 import random
 import time
@@ -29,9 +29,11 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from dogbreed import imaging
 from dogbreed.dataset import DatasetIndex, Sample, make_splits, scan, verify
 from dogbreed.errors import DogbreedError
-from dogbreed.imaging import IMAGENET_MEAN, IMAGENET_STD
+from dogbreed.files import read_regular_file, safe_name
+from dogbreed.imaging import Preprocessing
 from dogbreed.model import CheckpointMeta, Classifier, build_model, resolve_arch, save_checkpoint, select_device
-from dogbreed.store.db import utcnow
+from dogbreed.store import connect
+from dogbreed.store import runs as run_rows
 
 
 @dataclass
@@ -43,7 +45,7 @@ class TrainConfig:
     epochs: int = 10
     batch: int = 64
     lr: float = 1e-3
-    image_size: int = 224
+    image_size: int | None = None  # None: the architecture's own crop size
     pretrained: bool = True
     weights: Path | None = None
     device: str = "auto"
@@ -111,7 +113,8 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int):
         sample = self.samples[i]
         try:
-            return self.transform((self.root / sample.path).read_bytes()), sample.label, sample.path
+            data = read_regular_file(self.root / sample.path, imaging.MAX_BYTES)
+            return self.transform(data), sample.label, sample.path
         except Exception:
             return None, sample.label, sample.path
 
@@ -134,27 +137,29 @@ def _collate(items) -> Batch:
 
 
 class TrainTransform:
-    """RandomResizedCrop + horizontal flip, then the same tensor conversion as evaluation."""
+    """RandomResizedCrop (with the model's interpolation) + horizontal flip, then the same normalisation as
+    evaluation."""
 
-    def __init__(self, size: int, mean, std):
-        from torchvision.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop
+    def __init__(self, prep: Preprocessing):
+        from torchvision.transforms import Compose, InterpolationMode, RandomHorizontalFlip, RandomResizedCrop
 
-        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
-        self.augment = Compose([RandomResizedCrop(size, antialias=True), RandomHorizontalFlip()])
+        self.prep = prep
+        mode = InterpolationMode(prep.interpolation)
+        self.augment = Compose([RandomResizedCrop(prep.crop_size, interpolation=mode), RandomHorizontalFlip()])
 
     def __call__(self, data: bytes) -> torch.Tensor:
-        img = imaging.load_rgb(data, min_side=imaging.resize_size(self.size))
-        return imaging.to_tensor(self.augment(img), self.mean, self.std)
+        img = imaging.load_rgb(data, min_side=self.prep.resize_size)
+        return torch.from_numpy(imaging.normalise(self.augment(img), self.prep))
 
 
 class EvalTransform:
     """Exactly the preprocessing `predict` uses."""
 
-    def __init__(self, size: int, mean, std):
-        self.size, self.mean, self.std = size, tuple(mean), tuple(std)
+    def __init__(self, prep: Preprocessing):
+        self.prep = prep
 
     def __call__(self, data: bytes) -> torch.Tensor:
-        return imaging.preprocess(data, self.size, self.mean, self.std)
+        return torch.from_numpy(imaging.preprocess(data, self.prep))
 
 
 def _loader(dataset: Dataset, batch: int, shuffle: bool, workers: int, seed: int) -> DataLoader:
@@ -189,7 +194,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> 
     }
 
 
-def test_report(
+def build_report(
     y_true: np.ndarray, probs: np.ndarray, classes: list[str], paths: list[str], most_confused: int = 10
 ) -> dict:
     """Final report on the test split: accuracy, top-5, macro F1, per-breed F1, most-confused pairs."""
@@ -223,10 +228,14 @@ def test_report(
 
 def _train_epoch(
     model: nn.Module, loader, optimizer, device, listener: Listener, skipped: set[str]
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
+    """One pass over the training data: (mean loss, accuracy, macro F1) of the predictions made while training."""
+    from sklearn.metrics import f1_score
+
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     total_loss, correct, seen = 0.0, 0, 0
+    ys, preds = [], []
     for x, y, _paths, failed in loader:
         skipped.update(failed)
         if x is None or len(y) < 2:  # BatchNorm cannot train on a single sample
@@ -238,11 +247,20 @@ def _train_epoch(
         loss = loss_fn(logits, y)
         loss.backward()
         optimizer.step()
+        if not math.isfinite(loss.item()):
+            raise DogbreedError(
+                f"the training loss became {loss.item()} (diverged); lower --lr "
+                f"(now {optimizer.param_groups[0]['lr']:g})"
+            )
         total_loss += loss.item() * len(y)
-        correct += int((logits.argmax(1) == y).sum())
+        predicted = logits.argmax(1)
+        correct += int((predicted == y).sum())
         seen += len(y)
+        ys.append(y.cpu().numpy())
+        preds.append(predicted.cpu().numpy())
         listener.advance(len(y) + len(failed), loss=total_loss / seen)
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+    f1 = float(f1_score(np.concatenate(ys), np.concatenate(preds), average="macro", zero_division=0)) if ys else 0.0
+    return total_loss / max(seen, 1), correct / max(seen, 1), f1
 
 
 @torch.inference_mode()
@@ -307,58 +325,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class _RunRecord:
-    """The run's rows in the store, written through SQLModel."""
-
-    def __init__(self, db_path: Path):
-        from dogbreed.store.tables import engine_for
-
-        self.engine = engine_for(db_path)
-
-    def start(self, config: TrainConfig, arch: str, device: str, num_classes: int) -> int:
-        from sqlmodel import Session
-
-        from dogbreed.store.tables import RunRow
-
-        row = RunRow(
-            name=config.name or f"{arch}-{config.mode}",
-            status="running",
-            model=arch,
-            mode=config.mode,
-            device=device,
-            dataset=str(config.dataset),
-            params=json.dumps(config.params()),
-            num_classes=num_classes,
-            started_at=utcnow(),
-            owner_pid=os.getpid(),
-        )
-        with Session(self.engine) as session:
-            session.add(row)
-            session.commit()
-            return int(row.id)
-
-    def epoch(self, run_id: int, row: dict[str, Any]) -> None:
-        from sqlmodel import Session
-
-        from dogbreed.store.tables import EpochRow
-
-        with Session(self.engine) as session:
-            session.add(EpochRow(run_id=run_id, **row))
-            session.commit()
-
-    def update(self, run_id: int, **values: Any) -> None:
-        from sqlmodel import Session
-
-        from dogbreed.store.tables import RunRow
-
-        with Session(self.engine) as session:
-            run = session.get(RunRow, run_id)
-            for key, value in values.items():
-                setattr(run, key, value)
-            session.add(run)
-            session.commit()
-
-
 def _skipped(verified_bad: dict[str, str], failed_during_run: set[str]) -> dict[str, str]:
     skipped = dict(verified_bad)
     for path in failed_during_run:
@@ -402,43 +368,45 @@ def _prepare_data(config: TrainConfig, listener: Listener) -> _Data:
 class _FullFitter:
     """Each epoch: the images (augmented) through the trainable network, then validation."""
 
-    def __init__(self, model: Classifier, data: _Data, config: TrainConfig, device, listener: Listener):
+    def __init__(
+        self, model: Classifier, data: _Data, config: TrainConfig, prep: Preprocessing, device, listener: Listener
+    ):
         self.model, self.data, self.device, self.listener = model, data, device, listener
         self.skipped: set[str] = set()
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-        train_set = ImageFiles(data.index, data.train, TrainTransform(config.image_size, mean, std))
-        val_set = ImageFiles(data.index, data.val, EvalTransform(config.image_size, mean, std))
+        train_set = ImageFiles(data.index, data.train, TrainTransform(prep))
+        val_set = ImageFiles(data.index, data.val, EvalTransform(prep))
         self.train_loader = _loader(train_set, config.batch, True, config.workers, config.seed)
         self.val_loader = _loader(val_set, config.batch, False, config.workers, config.seed)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-4)
 
-    def epoch(self, n: int) -> tuple[float, float, Evaluation]:
+    def epoch(self, n: int) -> tuple[tuple[float, float, float], Evaluation]:
         self.listener.start(f"epoch {n}: train", len(self.data.train))
-        loss, acc = _train_epoch(
-            self.model, self.train_loader, self.optimizer, self.device, self.listener, self.skipped
-        )
+        trained = _train_epoch(self.model, self.train_loader, self.optimizer, self.device, self.listener, self.skipped)
         self.listener.stop()
         self.model.eval()
         self.listener.start(f"epoch {n}: validate", len(self.data.val))
         val = _evaluate(self.model, self.val_loader, self.device, self.listener, self.skipped)
         self.listener.stop()
-        return loss, acc, val
+        return trained, val
 
 
 class _CachedHeadFitter:
     """Extractor mode with cached features: the frozen backbone sees each (centre-cropped) image once, in
     epoch 1; every epoch then trains the head alone on the stored feature vectors."""
 
-    def __init__(self, model: Classifier, data: _Data, config: TrainConfig, device, listener: Listener):
+    def __init__(
+        self, model: Classifier, data: _Data, config: TrainConfig, prep: Preprocessing, device, listener: Listener
+    ):
         self.model, self.data, self.config, self.device, self.listener = model, data, config, device, listener
+        self.prep = prep
         self.skipped: set[str] = set()
         self.optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.lr, weight_decay=1e-4)
         self.features: tuple | None = None
 
     def _extract_all(self, n: int) -> tuple:
         cfg, data = self.config, self.data
-        ev = EvalTransform(cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
+        ev = EvalTransform(self.prep)
         self.listener.start(f"epoch {n}: backbone features (once)", len(data.train) + len(data.val))
         parts = tuple(
             _extract(
@@ -453,35 +421,57 @@ class _CachedHeadFitter:
         self.listener.stop()
         return parts
 
-    def epoch(self, n: int) -> tuple[float, float, Evaluation]:
+    def epoch(self, n: int) -> tuple[tuple[float, float, float], Evaluation]:
         if self.features is None:
             self.features = self._extract_all(n)
         (train_x, train_y), (val_x, val_y) = self.features
         self.listener.start(f"epoch {n}: head", len(train_y))
         head_loader = _head_loader(train_x, train_y, self.config.batch, True, self.config.seed + n)
-        loss, acc = _train_epoch(self.model.head, head_loader, self.optimizer, self.device, self.listener, set())
+        trained = _train_epoch(self.model.head, head_loader, self.optimizer, self.device, self.listener, set())
         self.listener.stop()
         self.model.head.eval()
         val = _evaluate(self.model.head, _head_loader(val_x, val_y, 4096, False, 0), self.device, Listener(), set())
-        return loss, acc, val
+        return trained, val
 
 
 class _Run:
     """One training run: its store record, its checkpoint, and the best epoch so far."""
 
-    def __init__(self, config: TrainConfig, db_path: Path, arch: str, device, classes: list[list[str]]):
-        self.config, self.record = config, _RunRecord(db_path)
-        self.id = self.record.start(config, arch, str(device), len(classes))
-        self.meta = CheckpointMeta(arch, config.mode, classes, image_size=config.image_size, run_id=self.id)
-        name = config.name or f"{arch}-{config.mode}"
-        self.checkpoint = Path(config.checkpoints_dir) / f"{name}-run{self.id}.pt"
+    def __init__(
+        self, config: TrainConfig, db_path: Path, arch: str, device, classes: list[list[str]], prep: Preprocessing
+    ):
+        self.config, self.conn = config, connect(db_path)
+        self.id = run_rows.start_run(
+            self.conn,
+            name=config.name or f"{arch}-{config.mode}",
+            model=arch,
+            mode=config.mode,
+            device=str(device),
+            dataset=str(config.dataset),
+            params=config.params(),
+            num_classes=len(classes),
+            owner_pid=os.getpid(),
+        )
+        self.meta = CheckpointMeta(
+            arch,
+            config.mode,
+            classes,
+            image_size=prep.crop_size,
+            mean=list(prep.mean),
+            std=list(prep.std),
+            run_id=self.id,
+            resize_size=prep.resize_size,
+            interpolation=prep.interpolation,
+        )
+        stem = safe_name(config.name or f"{arch}-{config.mode}")  # a name never becomes a path
+        self.checkpoint = Path(config.checkpoints_dir) / f"{stem}-run{self.id}.pt"
         self.started = time.perf_counter()
         self.best_state: dict | None = None
         self.result = TrainResult(self.id, "running", None, None, None, None)
 
     def end_epoch(self, model: nn.Module, row: dict[str, Any]) -> None:
         """Store the epoch; when validation accuracy improves, keep the weights and write the checkpoint."""
-        self.record.epoch(self.id, row)
+        run_rows.add_epoch(self.conn, self.id, row)
         self.result.epochs.append(row)
         if self.result.best_val_acc is not None and row["val_acc"] <= self.result.best_val_acc:
             return
@@ -493,7 +483,7 @@ class _Run:
             values["checkpoint_sha256"] = save_checkpoint(self.checkpoint, model, self.meta)
             values["checkpoint_path"] = str(self.checkpoint.resolve())
             self.result.checkpoint = self.checkpoint
-        self.record.update(self.id, **values)
+        run_rows.update_run(self.conn, self.id, **values)
 
     def finish(self, model: nn.Module, report: dict[str, Any], skipped: dict[str, str]) -> None:
         self.meta.metrics.update(
@@ -503,45 +493,78 @@ class _Run:
         if self.config.save:  # the final file carries the test metrics too
             values["checkpoint_sha256"] = save_checkpoint(self.checkpoint, model, self.meta)
         self.result.status, self.result.test, self.result.skipped = "finished", report, skipped
-        self.record.update(
+        run_rows.update_run(
+            self.conn,
             self.id,
             status="finished",
             test_acc=report["accuracy"],
             test_top5=report["top5"],
             test_macro_f1=report["macro_f1"],
-            test_report=json.dumps(report),
-            skipped=json.dumps(skipped),
+            test_report=report,
+            skipped=skipped,
             **self._ended(),
             **values,
         )
 
     def stop(self, status: str, skipped: dict[str, str] | None = None, error: str | None = None) -> None:
         self.result.status, self.result.skipped = status, skipped or {}
-        self.record.update(self.id, status=status, skipped=json.dumps(skipped or {}), error=error, **self._ended())
+        run_rows.update_run(self.conn, self.id, status=status, skipped=skipped or {}, error=error, **self._ended())
 
     def _ended(self) -> dict[str, Any]:
+        from dogbreed.store import utcnow
+
         return {"finished_at": utcnow(), "duration_s": time.perf_counter() - self.started}
 
 
-def _epoch_row(epoch: int, loss: float, acc: float, val: Evaluation, num_classes: int, seconds: float) -> dict:
+def _epoch_row(
+    epoch: int, trained: tuple[float, float, float], val: Evaluation, num_classes: int, lr: float, seconds: float
+) -> dict:
     m = compute_metrics(val.y_true, val.probs, num_classes)
+    loss, acc, f1 = trained
     return {
         "epoch": epoch,
         "train_loss": loss,
         "train_acc": acc,
+        "train_f1": f1,
         "val_loss": val.loss,
         "val_acc": m["acc"],
         "val_top5": m["top5"],
         "val_f1": m["macro_f1"],
+        "lr": lr,
         "seconds": seconds,
     }
+
+
+def preprocessing_for(arch: str, image_size: int | None) -> Preprocessing:
+    """The architecture's own published preprocessing (torchvision's weights transforms: resize, crop,
+    interpolation, mean, std); an explicit ``image_size`` sets the crop and scales the resize with it."""
+    from dogbreed import zoo
+
+    try:
+        prep = zoo.describe(arch).preprocessing
+    except DogbreedError:  # an architecture without published weights: the classic ImageNet recipe
+        return Preprocessing.for_crop(image_size or 224)
+    if image_size is None or image_size == prep.crop_size:
+        return prep
+    resize = int(round(image_size * prep.resize_size / prep.crop_size))
+    return Preprocessing(image_size, resize, prep.interpolation, prep.mean, prep.std)
+
+
+def _check_config(config: TrainConfig) -> None:
+    if config.epochs < 1:
+        raise DogbreedError("--epochs must be at least 1")
+    if not math.isfinite(config.lr) or config.lr <= 0:
+        raise DogbreedError(f"--lr must be a positive number, not {config.lr}")
+    if not 0 <= config.seed < 2**32:
+        raise DogbreedError("--seed must be from 0 to 2^32 - 1")
+    if config.image_size is not None and not 16 <= config.image_size <= 1024:
+        raise DogbreedError("--image-size must be from 16 to 1024 pixels")
 
 
 def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) -> TrainResult:
     """Train, select the best epoch on validation, report on test, record everything. See the module doc."""
     listener = listener or Listener()
-    if config.epochs < 1:
-        raise DogbreedError("--epochs must be at least 1")
+    _check_config(config)
     arch = resolve_arch(config.model)
     _seed_everything(config.seed)
     device, warning = select_device(config.device)
@@ -549,39 +572,47 @@ def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) 
         listener.warn(warning)
     data = _prepare_data(config, listener)
     classes = [[b.wnid, b.name] for b in data.index.classes]
+    prep = preprocessing_for(arch, config.image_size)
     pretrained = config.pretrained and config.weights is None
     model = build_model(arch, config.mode, len(classes), pretrained=pretrained, weights_file=config.weights)
     model = model.to(device)
-    run = _Run(config, db_path, arch, device, classes)
+    run = _Run(config, db_path, arch, device, classes, prep)
     listener.stage(
         f"run {run.id}: {arch} {config.mode} on {device}, {len(classes)} breeds, {len(data.train)} train / "
-        f"{len(data.val)} val / {len(data.test)} test images ({'official' if data.official else 'seeded'} split)"
+        f"{len(data.val)} val / {len(data.test)} test images ({'official' if data.official else 'seeded'} split); "
+        f"input {prep.crop_size} px (resize {prep.resize_size}, {prep.interpolation})"
     )
+    if pretrained or config.weights is not None:
+        from dogbreed.zoo import IMAGENET_CAVEAT
+
+        listener.warn(IMAGENET_CAVEAT)
     cached = config.mode == "extractor" and config.cache_features
     if cached:
         listener.stage(
             "extractor mode: backbone features are computed once from centre crops, so the head trains without "
             "random crops or flips (--no-cache-features keeps them, at a full forward pass per epoch)"
         )
-    fitter = (_CachedHeadFitter if cached else _FullFitter)(model, data, config, device, listener)
+    fitter = (_CachedHeadFitter if cached else _FullFitter)(model, data, config, prep, device, listener)
     try:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(fitter.optimizer, T_max=config.epochs)
         for epoch in range(1, config.epochs + 1):
             start = time.perf_counter()
-            loss, acc, val = fitter.epoch(epoch)
+            lr = fitter.optimizer.param_groups[0]["lr"]
+            trained, val = fitter.epoch(epoch)
             scheduler.step()
-            row = _epoch_row(epoch, loss, acc, val, len(classes), time.perf_counter() - start)
+            row = _epoch_row(epoch, trained, val, len(classes), lr, time.perf_counter() - start)
             run.end_epoch(model, row)
             listener.epoch({**row, "best": run.result.best_epoch == epoch})
         listener.stage(f"evaluating epoch {run.result.best_epoch} on the test split ({len(data.test)} images)")
         model.load_state_dict(run.best_state)
         model.eval()
-        ev = EvalTransform(config.image_size, IMAGENET_MEAN, IMAGENET_STD)
+        ev = EvalTransform(prep)
         test_loader = _loader(ImageFiles(data.index, data.test, ev), config.batch, False, config.workers, config.seed)
         listener.start("test", len(data.test))
         test = _evaluate(model, test_loader, device, listener, fitter.skipped)
         listener.stop()
-        report = test_report(test.y_true, test.probs, [c[0] for c in classes], test.paths)
+        report = build_report(test.y_true, test.probs, [c[0] for c in classes], test.paths)
+        report["imagenet_overlap"] = pretrained or config.weights is not None
         run.finish(model, report, _skipped(data.unreadable, fitter.skipped))
     except KeyboardInterrupt:
         run.stop("interrupted", _skipped(data.unreadable, fitter.skipped))
@@ -590,4 +621,5 @@ def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) 
         raise
     finally:
         listener.close()
+        run.conn.close()
     return run.result

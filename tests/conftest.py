@@ -34,6 +34,23 @@ class Cli:
             conn.close()
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Tests never touch the network: any connection beyond this machine fails loudly (the code under test must
+    take its files from disk or from a server the test runs on 127.0.0.1)."""
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1") or "/" in host):
+            raise OSError(f"test tried to reach the network ({host}); tests must stay offline")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
@@ -41,6 +58,7 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("DOGBREED_DB", raising=False)
     monkeypatch.delenv("DOGBREED_CHECKPOINTS", raising=False)
     monkeypatch.delenv("DOGBREED_DATASET", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached ImageNet weights leak in
     return home
 
 
@@ -81,3 +99,32 @@ def uploaded(cli, tmp_path):
         return [r["image_id"] for r in cli.json(*args)["results"]]
 
     return _upload
+
+
+def imagenet_state_dict(path: Path, bias_index: int, *, arch: str = "resnet18", strength: float = 30.0) -> Path:
+    """A torchvision ImageNet state dict (1000 classes) with random backbone weights and a classifier that says
+    class ``bias_index`` whatever the picture: what a ready model's weights file looks like, with a known answer."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    state = torchvision.models.get_model(arch, weights=None).state_dict()
+    weight_key = [k for k in state if k.endswith(".weight") and state[k].shape[0] == 1000][-1]
+    bias_key = weight_key.replace(".weight", ".bias")
+    state[weight_key].zero_()
+    state[bias_key].zero_()
+    state[bias_key][bias_index] = strength
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def golden_weights(tmp_path_factory) -> Path:
+    """resnet18 ImageNet weights that answer class 207, golden retriever."""
+    return imagenet_state_dict(tmp_path_factory.mktemp("weights") / "golden.pth", 207)
+
+
+@pytest.fixture(scope="session")
+def teapot_weights(tmp_path_factory) -> Path:
+    """resnet18 ImageNet weights that answer class 849, teapot: not a dog."""
+    return imagenet_state_dict(tmp_path_factory.mktemp("weights") / "teapot.pth", 849)

@@ -75,6 +75,7 @@ def test_breeds_lists_all_120(cli):
         "folder": "n02099267-flat-coated_retriever",
         "name": "Flat-coated retriever",
         "index": 54,
+        "imagenet_index": 205,
     } in rows
 
 

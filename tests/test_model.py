@@ -7,6 +7,7 @@ import torch
 
 from dogbreed import model
 from dogbreed.errors import DogbreedError
+from dogbreed.imaging import Preprocessing
 
 
 def test_aliases_and_registry_names():
@@ -72,6 +73,7 @@ def test_checkpoint_round_trip_is_self_describing(tmp_path):
     assert sha == model.file_sha256(tmp_path / "c.pt")
     loaded, meta2 = model.load_checkpoint(tmp_path / "c.pt")
     assert meta2.classes == classes and meta2.image_size == 64 and meta2.metrics == {"val_acc": 0.5}
+    assert meta2.preprocessing == Preprocessing(64, 73, "bilinear")  # the classic 256/224 recipe
     assert {"torch", "torchvision", "dogbreed", "python"} <= set(meta2.versions)
     x = torch.randn(2, 3, 64, 64)
     assert torch.allclose(net(x), loaded(x), atol=1e-5)
@@ -87,8 +89,9 @@ class _Evil:
 def test_checkpoints_that_need_unpickling_code_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "dogbreed-checkpoint", "payload": _Evil()}, path)
-    with pytest.raises(DogbreedError, match="cannot read checkpoint"):
+    with pytest.raises(DogbreedError, match="pickled Python objects, which dogbreed never loads") as info:
         model.read_checkpoint(path)
+    assert "weights_only" not in str(info.value)  # never reads as advice to turn the protection off
     plain = tmp_path / "plain.pkl"
     plain.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(DogbreedError):
@@ -102,7 +105,7 @@ def test_weights_file_initialises_the_backbone(tmp_path):
     torch.save(source.state_dict(), tmp_path / "w.pth")
     net = model.build_model("resnet18", "extractor", 4, weights_file=tmp_path / "w.pth")
     assert torch.equal(net.backbone.conv1.weight, source.conv1.weight)
-    with pytest.raises(DogbreedError, match="does not fit"):
+    with pytest.raises(DogbreedError, match=r"does not fit efficientnet_b0.*missing key.*unexpected key"):
         model.build_model("efficientnet_b0", "extractor", 4, weights_file=tmp_path / "w.pth")
 
 
@@ -133,5 +136,136 @@ def test_pretrained_weights_offline_is_a_one_line_error(tmp_path, monkeypatch):
     import torchvision.models._api as api
 
     monkeypatch.setattr(api, "load_state_dict_from_url", offline)
-    with pytest.raises(DogbreedError, match="--no-pretrained"):
+    with pytest.raises(DogbreedError, match="Offline") as info:
         model.build_model("resnet18", "extractor", 4, pretrained=True)
+    expected = tmp_path / "empty" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    assert str(expected) in str(info.value) and "--weights FILE" in str(info.value)
+
+
+def _crafted(tmp_path, name, meta=None, state=None, **payload):
+    net = model.build_model("resnet18", "finetune", 2)
+    good = {
+        "arch": "resnet18",
+        "mode": "finetune",
+        "classes": [["n02085620", "Chihuahua"], ["n02088364", "Beagle"]],
+        "image_size": 32,
+    }
+    body = {"format": "dogbreed-checkpoint", "version": 2, "meta": {**good, **(meta or {})}}
+    body["state_dict"] = state if state is not None else net.state_dict()
+    body.update(payload)
+    torch.save(body, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize(
+    "meta, state, expected",
+    [
+        ({"image_size": 30000}, None, "image_size"),
+        ({"image_size": "big"}, None, "image_size"),
+        ({"classes": [["n02085620", "Chihuahua"]]}, None, "classes"),
+        ({"classes": [["n99999999", "\x1b[2Jevil"], ["n02088364", "Beagle"]]}, None, "not one of the 120"),
+        ({"classes": [["n02085620", "a"], ["n02085620", "b"]]}, None, "twice"),
+        ({"mode": "sideways"}, None, "mode"),
+        ({"arch": "../../etc"}, None, "arch"),
+        ({"std": [0, 1, 1]}, None, "std"),
+        ({"mean": [float("nan"), 0, 0]}, None, "mean"),
+        ({"interpolation": "lanczos9"}, None, "interpolation"),
+        ({"metrics": [1, 2]}, None, "metrics"),
+        ({}, [1, 2, 3], "no usable weights"),
+        ({}, {"conv1.weight": "not a tensor"}, "no usable weights"),
+    ],
+)
+def test_crafted_checkpoint_metadata_is_a_one_line_error(tmp_path, meta, state, expected):
+    path = _crafted(tmp_path, "crafted.pt", meta, state)
+    with pytest.raises(DogbreedError, match=expected) as info:
+        model.load_checkpoint(path)
+    assert "\n" not in str(info.value)
+
+
+def test_names_in_a_checkpoint_come_from_the_breed_table_not_the_file(tmp_path):
+    path = _crafted(tmp_path, "labels.pt", {"classes": [["n02085620", "[/]\x1b]0;pwned\x07"], ["n02088364", "B"]]})
+    _, meta = model.load_checkpoint(path)
+    assert meta.classes == [["n02085620", "Chihuahua"], ["n02088364", "Beagle"]]
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "is empty"),
+        (b"\xff\xd8\xff\xe0 a jpeg", "a JPEG image, not a torch file"),
+        (b"just some notes\n", "a text file, not a torch file"),
+        (None, "plain state dict"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_says_what_it_is(tmp_path, content, expected):
+    path = tmp_path / "thing.pt"
+    if content is None:
+        torch.save({"w": torch.zeros(2)}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DogbreedError, match=expected):
+        model.read_checkpoint(path)
+
+
+def test_weights_errors_say_what_the_file_is(tmp_path):
+    ckpt = _crafted(tmp_path, "ckpt.pt")
+    with pytest.raises(DogbreedError, match="is a dogbreed checkpoint, not a torchvision state dict"):
+        model.read_weights_file(ckpt)
+    torch.save([torch.zeros(1)], tmp_path / "list.pth")
+    with pytest.raises(DogbreedError, match="holds a list, not a state dict"):
+        model.read_weights_file(tmp_path / "list.pth")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+    with pytest.raises(DogbreedError, match="holds a Tensor"):
+        model.read_weights_file(tmp_path / "tensor.pth")
+
+
+def test_a_checkpoint_from_before_preprocessing_was_recorded_still_loads(tmp_path):
+    """Version-1 checkpoints had no resize size or interpolation: they get the classic recipe."""
+    net = model.build_model("resnet18", "finetune", 2)
+    meta = {
+        "arch": "resnet18",
+        "mode": "finetune",
+        "classes": [["n02085620", "C"], ["n02088364", "B"]],
+        "image_size": 64,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "metrics": {},
+        "versions": {},
+        "run_id": None,
+    }
+    torch.save(
+        {"format": "dogbreed-checkpoint", "version": 1, "meta": meta, "state_dict": net.state_dict()},
+        tmp_path / "v1.pt",
+    )
+    _, loaded = model.load_checkpoint(tmp_path / "v1.pt")
+    assert loaded.preprocessing == Preprocessing(64, 73, "bilinear") and not loaded.imagenet_head
+
+
+def test_an_extractor_on_imagenet_weights_keeps_the_imagenet_layer_for_the_dog_probability(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "w.pth")
+    net = model.build_model("resnet18", "extractor", 3, weights_file=tmp_path / "w.pth")
+    assert net.imagenet_fc is not None and net.imagenet_fc.out_features == 1000
+    assert not any(p.requires_grad for p in net.imagenet_fc.parameters())
+    probs, dog = model.Predictor(net).eval()(torch.randn(2, 3, 32, 32))
+    assert probs.shape == (2, 3) and dog.shape == (2,) and torch.all((dog >= 0) & (dog <= 1))
+    finetuned = model.build_model("resnet18", "finetune", 3, weights_file=tmp_path / "w.pth")
+    assert finetuned.imagenet_fc is None  # a fine-tuned backbone's features no longer fit that layer
+    assert len(model.Predictor(finetuned).eval()(torch.randn(1, 3, 32, 32))) == 1
+    scratch = model.build_model("resnet18", "extractor", 3)
+    assert scratch.imagenet_fc is None  # random weights know nothing about dogs
+
+
+def test_checkpoint_with_the_imagenet_layer_round_trips(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "w.pth")
+    net = model.build_model("resnet18", "extractor", 2, weights_file=tmp_path / "w.pth").eval()
+    classes = [["n02085620", "Chihuahua"], ["n02088364", "Beagle"]]
+    model.save_checkpoint(tmp_path / "c.pt", net, model.CheckpointMeta("resnet18", "extractor", classes, 32))
+    loaded, meta = model.load_checkpoint(tmp_path / "c.pt")
+    assert meta.imagenet_head
+    x = torch.randn(2, 3, 32, 32)
+    for a, b in zip(model.Predictor(net)(x), model.Predictor(loaded)(x)):
+        assert torch.allclose(a, b, atol=1e-5)

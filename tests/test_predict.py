@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,15 +16,15 @@ def test_probabilities_cover_all_breeds_and_sum_to_one(cli, uploaded, checkpoint
     assert out["done"] == 2 and out["failed"] == 0
     assert [r["image_id"] for r in out["results"]] == [ids[0], ids[2]]
     for (probs,) in cli.sql("SELECT probs FROM predictions"):
-        import json
-
         p = json.loads(probs)
         assert len(p) == 120
         assert abs(sum(p.values()) - 1.0) < 1e-4
     top1, prob = cli.sql("SELECT top1, top1_prob FROM predictions WHERE image_id = ?", (ids[0],))[0]
     shown = cli.json("show", ids[0])["predictions"][0]
-    assert shown["top1"] == top1 and shown["top"][0]["prob"] == pytest.approx(prob, abs=1e-6)
-    assert len(cli.json("show", ids[0], "--all")["predictions"][0]["top"]) == 120
+    assert shown["top1"] == top1 and shown["top"][0]["probability"] == pytest.approx(prob, abs=1e-6)
+    assert len(cli.json("show", ids[0], "--all-breeds")["predictions"][0]["top"]) == 120
+    old = cli("show", ids[0], "--all", "--json")  # the old spelling still works, with a note
+    assert len(json.loads(old.stdout)["predictions"][0]["top"]) == 120 and "Deprecated" in old.stderr
     listed = {r["id"]: r for r in cli.json("list")}
     assert listed[ids[0]]["top1"] == top1 and listed[ids[1]]["top1"] is None
 
@@ -62,13 +63,15 @@ def test_pending_skips_done_images_and_all_replaces_them(cli, uploaded, checkpoi
 
 def test_predict_errors_are_one_line(cli, uploaded, checkpoint, tmp_path):
     ids = uploaded(1)
-    assert "no trained model yet" in cli("predict", "--all", expect=1).output
     assert "no image with id 999" in cli("predict", "--id", 999, "--checkpoint", checkpoint, expect=1).output
     assert "does not exist" in cli("predict", "--id", ids[0], "--checkpoint", tmp_path / "nope.pt", expect=1).output
     bogus = tmp_path / "bogus.pt"
     bogus.write_bytes(b"not a checkpoint")
-    assert "cannot read checkpoint" in cli("predict", "--id", ids[0], "--checkpoint", bogus, expect=1).output
+    assert "is a text file, not a torch file" in cli("predict", "--id", ids[0], "--checkpoint", bogus, expect=1).output
     assert "say which images" in cli("predict", "--checkpoint", checkpoint, expect=1).output
+    both = cli("predict", "--id", ids[0], "--all", "--checkpoint", checkpoint, expect=1).output
+    assert "choose one of" in both
+    assert cli.sql("SELECT COUNT(*) FROM jobs")[0][0] == 0  # nothing was queued by the refused commands
 
 
 def _predict_proc(db, checkpoint, *extra):
@@ -182,30 +185,31 @@ def test_view_writes_a_png_of_the_expected_size(cli, uploaded, checkpoint, tmp_p
 
 
 def test_a_worker_loads_the_model_once_not_per_batch(cli, uploaded, checkpoint, monkeypatch):
-    from dogbreed import model, predict
+    from dogbreed import engines, predict, sources
     from dogbreed.store import jobs, open_store
 
     ids = uploaded(6)
     conn = open_store(cli.db)
-    job_ids, sha = predict.plan_jobs(conn, checkpoint, every=True)
-    predict.init_worker(str(checkpoint), "cpu", str(cli.db), 1)  # what the pool initializer runs once
+    source = sources.from_checkpoint(checkpoint)
+    choice = engines.choose(source, "cpu")
+    job_ids = jobs.plan(conn, None, source.identity, only_missing=False)
+    predict.init_worker(source, choice, str(cli.db), 1)  # what the pool initializer runs once
     try:
 
         def no_reload(*a, **k):
             raise AssertionError("model loaded again")
 
-        monkeypatch.setattr(model, "load_checkpoint", no_reload)
+        monkeypatch.setattr(engines, "load_engine", no_reload)
+        monkeypatch.setattr(predict, "load_engine", no_reload)
         for chunk in (job_ids[:3], job_ids[3:]):
-            results = predict.run_batch(jobs.claim(conn, chunk, "cpu"))
-            assert [r["error"] for r in results] == [None] * 3
+            results = predict.run_batch(jobs.claim(conn, chunk, "cpu", "torch", "fp32"))
+            assert [r.error for r in results] == [None] * 3
     finally:
         predict._WORKER.clear()
-    assert sorted(r["image_id"] for r in results) == ids[3:]
+    assert sorted(r.image_id for r in results) == ids[3:]
 
 
 def test_a_checkpoint_over_a_few_breeds_still_stores_all_120_probabilities(cli, uploaded, tmp_path):
-    import json
-
     from tests.conftest import make_checkpoint
 
     few = [["n02085620", "Chihuahua"], ["n02088364", "Beagle"], ["n02099601", "Golden retriever"]]

@@ -42,11 +42,8 @@ def test_not_a_database_is_one_clear_error(tmp_path):
 
 
 def _add(conn, n: int, label=None):
-    with store_db.write(conn):
-        for i in range(n):
-            images.insert_image(
-                conn, images.NewImage(f"f{i}.jpg", f"sha{i}", "JPEG", 10, 10, b"x" * 10, ground_truth=label)
-            )
+    new = [images.NewImage(f"f{i}.jpg", f"sha{i}", "JPEG", 10, 10, b"x" * 10, ground_truth=label) for i in range(n)]
+    return images.insert_images(conn, new)
 
 
 def test_delete_cascades_to_bytes_predictions_and_jobs(tmp_path):
@@ -54,13 +51,12 @@ def test_delete_cascades_to_bytes_predictions_and_jobs(tmp_path):
     _add(conn, 2)
     now = store_db.utcnow()
     conn.execute(
-        "INSERT INTO predictions (image_id, checkpoint_sha256, checkpoint_path, top1, top1_prob, probs, device,"
+        "INSERT INTO predictions (image_id, model_key, model_ref, top1, top1_prob, probs, device,"
         " created_at) VALUES (1, 'c', 'p', 'n02085620', 1.0, '{}', 'cpu', ?)",
         (now,),
     )
     conn.execute(
-        "INSERT INTO jobs (image_id, checkpoint_sha256, checkpoint_path, status, created_at)"
-        " VALUES (1, 'c', 'p', 'done', ?)",
+        "INSERT INTO jobs (image_id, model_key, model_ref, status, created_at) VALUES (1, 'c', 'p', 'done', ?)",
         (now,),
     )
     assert images.delete_images(conn, [1, 99]) == [1]
@@ -71,8 +67,8 @@ def test_delete_cascades_to_bytes_predictions_and_jobs(tmp_path):
 def test_paging_by_offset_and_by_key_agree(tmp_path):
     conn = store_db.open_store(tmp_path / "s.db")
     _add(conn, 25)
-    by_offset = [r["id"] for r in images.list_images(conn, limit=10, offset=10)]
-    by_key = [r["id"] for r in images.list_images(conn, limit=10, after_id=10)]
+    by_offset = [r.id for r in images.list_images(conn, limit=10, offset=10)]
+    by_key = [r.id for r in images.list_images(conn, limit=10, after_id=10)]
     assert by_offset == by_key == list(range(11, 21))
 
 
@@ -86,13 +82,41 @@ def test_listing_never_reads_image_bytes(tmp_path):
     assert statements and not any("image_blobs" in s or "data" in s.split("FROM")[0] for s in statements)
 
 
-def test_sqlmodel_tables_describe_the_migrated_schema(tmp_path):
-    from dogbreed.store.tables import table_columns
+def test_migrations_build_exactly_the_declared_sqlmodel_schema(tmp_path):
+    """SQLModel declares the schema once; the append-only migrations must build exactly that."""
+    from dogbreed.store.tables import declared_columns
 
     conn = store_db.open_store(tmp_path / "s.db")
-    for table, columns in table_columns().items():
-        migrated = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-        assert migrated == columns, table
+    sql_type = {"VARCHAR": "TEXT", "FLOAT": "REAL", "INTEGER": "INTEGER", "BLOB": "BLOB"}
+    migrated_tables = {
+        r[0]
+        for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        if not r[0].startswith("sqlite_")
+    }
+    declared = declared_columns()
+    assert migrated_tables - {"schema_version"} == set(declared)
+    for table, columns in declared.items():
+        migrated = {
+            r["name"]: (r["type"], not r["notnull"] and not r["pk"], bool(r["pk"]))
+            for r in conn.execute(f"PRAGMA table_info({table})")
+        }
+        expected = {name: (sql_type[t], nullable, pk) for name, (t, nullable, pk) in columns.items()}
+        assert migrated == expected, table
+
+
+def test_python_users_get_a_read_only_typed_session(tmp_path):
+    from sqlmodel import select
+
+    from dogbreed.store.tables import Image, read_session
+
+    conn = store_db.open_store(tmp_path / "s.db")
+    _add(conn, 3)
+    with read_session(tmp_path / "s.db") as session:
+        names = [i.filename for i in session.exec(select(Image).order_by(Image.id))]
+        assert names == ["f0.jpg", "f1.jpg", "f2.jpg"]
+        session.add(Image(filename="x", sha256="y", format="JPEG", width=1, height=1, size_bytes=1, created_at="t"))
+        with pytest.raises(Exception, match="readonly"):
+            session.commit()
 
 
 def test_parallel_writers_wait_instead_of_failing(tmp_path):
@@ -121,10 +145,113 @@ def test_a_store_from_an_older_version_is_migrated_with_its_data(tmp_path):
         "INSERT INTO images (filename, sha256, format, width, height, size_bytes, created_at) "
         "VALUES ('rex.jpg', 'abc', 'JPEG', 4, 3, 10, 'then')"
     )
+    old.execute(
+        "INSERT INTO predictions (image_id, checkpoint_sha256, checkpoint_path, top1, top1_prob, probs, device, "
+        "created_at) VALUES (1, 'sha', '/old.pt', 'n02085620', 0.9, '{}', 'cpu', 'then')"
+    )
     old.commit()
-    old.close()
 
+    old.close()
     conn = store_db.open_store(path)
     assert store_db.schema_version(conn) == LATEST_VERSION
     assert "owner_pid" in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-    assert images.get_image(conn, 1)["filename"] == "rex.jpg"
+    assert images.get_image(conn, 1).filename == "rex.jpg"
+    from dogbreed.store import predictions
+
+    kept = predictions.for_image(conn, 1)[0]  # the old prediction, under the renamed columns
+    assert (kept.model_key, kept.model_ref, kept.model, kept.dog_probability) == ("sha", "/old.pt", "/old.pt", None)
+
+
+def test_someone_elses_sqlite_file_is_refused_without_a_byte_written(tmp_path):
+    other = tmp_path / "accounts.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE accounts (id INTEGER PRIMARY KEY, owner TEXT)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    with pytest.raises(DogbreedError, match="not a dogbreed store"):
+        store_db.open_store(other)
+    assert other.read_bytes() == before
+    assert not (tmp_path / "accounts.db-wal").exists()
+
+
+@pytest.mark.parametrize("target", ["/dev/null", "fifo"])
+def test_a_store_path_that_is_not_a_regular_file_is_refused(tmp_path, target):
+    import os
+
+    if target == "fifo":
+        target = str(tmp_path / "fifo.db")
+        os.mkfifo(target)
+    with pytest.raises(DogbreedError, match="not a regular file"):
+        store_db.open_store(target)
+    assert not os.path.exists(target + "-journal") and not os.path.exists(target + "-wal")
+
+
+def test_an_empty_file_becomes_a_store(tmp_path):
+    (tmp_path / "empty.db").write_bytes(b"")
+    conn = store_db.open_store(tmp_path / "empty.db")
+    assert store_db.schema_version(conn) == LATEST_VERSION
+
+
+def test_insert_images_reports_new_duplicate_and_late_labels(tmp_path):
+    conn = store_db.open_store(tmp_path / "s.db")
+    first = _add(conn, 2)
+    again = images.insert_images(
+        conn,
+        [
+            images.NewImage("renamed.jpg", "sha0", "JPEG", 10, 10, b"x", ground_truth="n02088364"),
+            images.NewImage("other.jpg", "sha9", "JPEG", 10, 10, b"y"),
+        ],
+    )
+    assert [(i.created, i.labelled) for i in first] == [(True, False), (True, False)]
+    assert (again[0].image_id, again[0].created, again[0].labelled) == (first[0].image_id, False, True)
+    assert again[1].created
+    stored = images.get_image(conn, first[0].image_id)
+    assert stored.filename == "f0.jpg" and stored.ground_truth == "n02088364"  # the first name stays
+
+
+def test_a_result_for_an_image_deleted_meanwhile_is_dropped_not_a_foreign_key_error(tmp_path):
+    from dogbreed.store import jobs
+
+    conn = store_db.open_store(tmp_path / "s.db")
+    ids = [i.image_id for i in _add(conn, 2)]
+    model = jobs.ModelId("k", "ref", "name")
+    job_ids = jobs.plan(conn, ids, model, only_missing=False)
+    jobs.claim(conn, job_ids, "cpu", "torch", "fp32")
+    images.delete_images(conn, [ids[0]])
+    probs = {"n02085620": 1.0}
+    outcomes = [jobs.JobOutcome(j, i, probs=probs) for j, i in zip(job_ids, ids)]
+    assert jobs.finish(conn, outcomes, model, "cpu", "torch", "fp32") == (1, 0, 1)
+    assert conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0] == 1
+
+
+def test_nan_scores_fail_the_job_instead_of_breaking_the_store(tmp_path):
+    from dogbreed.store import jobs
+
+    conn = store_db.open_store(tmp_path / "s.db")
+    ids = [i.image_id for i in _add(conn, 1)]
+    model = jobs.ModelId("k", "ref", "name")
+    job_ids = jobs.plan(conn, ids, model, only_missing=False)
+    jobs.claim(conn, job_ids, "cpu", "torch", "fp32")
+    bad = jobs.JobOutcome(job_ids[0], ids[0], probs={"n02085620": float("nan")})
+    assert jobs.finish(conn, [bad], model, "cpu", "torch", "fp32") == (0, 1, 0)
+    status, error = conn.execute("SELECT status, error FROM jobs").fetchone()
+    assert status == "failed" and "NaN" in error
+
+
+def test_running_jobs_of_a_dead_process_read_as_abandoned(tmp_path):
+    import subprocess
+
+    from dogbreed.store import jobs
+
+    conn = store_db.open_store(tmp_path / "s.db")
+    ids = [i.image_id for i in _add(conn, 2)]
+    job_ids = jobs.plan(conn, ids, jobs.ModelId("k", "ref", "name"), only_missing=False)
+    jobs.claim(conn, job_ids, "cpu", "torch", "fp32")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    conn.execute("UPDATE jobs SET owner_pid = ?", (gone.pid,))
+    assert {j.status for j in jobs.list_jobs(conn)} == {"abandoned"}
+    assert jobs.status_counts(conn)["abandoned"] == 2
+    assert len(jobs.list_jobs(conn, status="abandoned")) == 2
+    assert jobs.queued_ids(conn, "k") == job_ids  # the next run takes them over

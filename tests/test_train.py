@@ -111,11 +111,9 @@ def test_interrupt_keeps_the_best_checkpoint_and_marks_the_run(home, learnable, 
     conn = open_store(db)
     status, path = conn.execute("SELECT status, checkpoint_path FROM runs").fetchone()
     assert status == "interrupted" and Path(path) == result.checkpoint.resolve()
-    from dogbreed.errors import DogbreedError
-    from dogbreed.predict import default_checkpoint
+    from dogbreed.sources import best_run
 
-    with pytest.raises(DogbreedError, match="no trained model"):
-        default_checkpoint(conn)  # only finished runs become the default model
+    assert best_run(conn) is None  # only finished runs become the default model
 
 
 def test_stats_plot_writes_curves(cli, trained, tmp_path):

@@ -1,26 +1,41 @@
-"""Opening a store: connection settings, migrations, transactions.
+"""Opening a store: connection settings, migrations, the one write discipline.
 
-The store speaks stdlib sqlite3 with parameterized SQL. SQLModel (see ``tables.py``) describes the same tables for
-the write paths that already pay for heavy imports; reading through sqlite3 keeps `list` and `show` far below the
-0.4 s that importing SQLModel alone costs.
+Every statement is stdlib sqlite3 with parameters. Writes go through ``write()``: BEGIN IMMEDIATE takes the
+write lock up front, so two writers queue on the busy timeout instead of one failing when its read transaction
+tries to upgrade. Reads never wait on a writer (WAL).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from dogbreed.errors import DogbreedError
 from dogbreed.store.schema import LATEST_VERSION, MIGRATIONS
 
 BUSY_TIMEOUT_MS = 60_000
+CHUNK = 500  # ids per IN (...) clause: far below SQLite's variable limit
+T = TypeVar("T")
 
 
 def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def placeholders(n: int) -> str:
+    """'?, ?, ?' for an IN clause of n parameters."""
+    return ", ".join("?" * n)
+
+
+def chunked(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def configure(conn: sqlite3.Connection) -> sqlite3.Connection:
@@ -46,8 +61,7 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
 
 @contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction. BEGIN IMMEDIATE takes the write lock up front, so two writers queue on the busy
-    timeout instead of failing when a read transaction tries to upgrade."""
+    """One write transaction: the only way anything in dogbreed changes the store."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
@@ -58,7 +72,9 @@ def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
+    if not has_table:
+        return 0
     return conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
 
 
@@ -67,6 +83,9 @@ def migrate(conn: sqlite3.Connection) -> int:
     if schema_version(conn) == LATEST_VERSION:
         return LATEST_VERSION
     with write(conn):
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
         current = schema_version(conn)  # re-read under the lock: another process may have migrated meanwhile
         if current > LATEST_VERSION:
             raise DogbreedError(
@@ -80,20 +99,68 @@ def migrate(conn: sqlite3.Connection) -> int:
     return LATEST_VERSION
 
 
+def _check_is_ours(path: Path) -> None:
+    """Refuse, without writing a byte, a file that is neither empty nor a dogbreed store: someone else's SQLite
+    database must not get our tables (or WAL mode) added to it, and a device or FIFO is no database at all."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DogbreedError(f"cannot open store {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DogbreedError(f"store path {path} is not a regular file; point --db or DOGBREED_DB at a .db file")
+    if st.st_size == 0:
+        return
+    with open(path, "rb") as fh:
+        header = fh.read(16)
+    if header != b"SQLite format 3\x00":
+        raise DogbreedError(
+            f"{path} is not an SQLite database, so not a dogbreed store; point --db or DOGBREED_DB elsewhere"
+        )
+    probe = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        tables = {r[0] for r in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise DogbreedError(f"cannot read store {path}: {exc}") from None
+    finally:
+        probe.close()
+    user_tables = {t for t in tables if not t.startswith("sqlite_")}
+    if user_tables and not {"schema_version", "images"} <= user_tables:
+        raise DogbreedError(
+            f"{path} is an SQLite database but not a dogbreed store (it has tables "
+            f"{', '.join(sorted(user_tables)[:5])}); dogbreed leaves it untouched: point --db or DOGBREED_DB elsewhere"
+        )
+
+
 def open_store(path: Path | str) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the store at ``path``; any failure is one DogbreedError line."""
     path = Path(path)
     if path.is_dir():
         raise DogbreedError(f"store path {path} is a directory; pass a file path with --db or DOGBREED_DB")
+    _check_is_ours(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DogbreedError(f"cannot create the folder for store {path}: {exc.strerror}") from None
+    if not path.exists() and not os.access(path.parent, os.W_OK):
+        raise DogbreedError(f"cannot create store {path}: its folder is not writable; choose another --db")
     try:
         conn = connect(path)
         migrate(conn)
+    except sqlite3.OperationalError as exc:
+        raise DogbreedError(f"cannot open store {path}: {_explain(exc)}") from None
     except sqlite3.DatabaseError as exc:
-        raise DogbreedError(
-            f"cannot open store {path}: {exc}; is it a dogbreed database? Point --db or DOGBREED_DB elsewhere"
-        ) from None
+        raise DogbreedError(f"cannot open store {path}: {exc}; point --db or DOGBREED_DB elsewhere") from None
     return conn
+
+
+def _explain(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "full" in text:
+        return "the disk is full; free some space and run the command again"
+    if "readonly" in text or "read-only" in text:
+        return "the file or its folder is read-only; make it writable or choose another --db"
+    if "unable to open" in text:
+        return "the file cannot be opened (permissions?); choose another --db"
+    return text

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 
-from dogbreed.store.db import utcnow, write
+from dogbreed.store.db import chunked, placeholders, utcnow, write
 
-LIST_COLUMNS = "i.id, i.filename, i.sha256, i.format, i.width, i.height, i.size_bytes, i.ground_truth, i.created_at"
+_COLUMNS = "i.id, i.filename, i.sha256, i.format, i.width, i.height, i.size_bytes, i.ground_truth, i.created_at"
 
-# The newest prediction of each listed image, whatever checkpoint made it.
+# The newest prediction of each listed image, whatever model made it.
 _LATEST_PREDICTION = """
     LEFT JOIN predictions p ON p.id = (
         SELECT id FROM predictions WHERE image_id = i.id ORDER BY created_at DESC, id DESC LIMIT 1
@@ -19,6 +19,8 @@ _LATEST_PREDICTION = """
 
 @dataclass(frozen=True)
 class NewImage:
+    """A validated picture, ready to insert."""
+
     filename: str
     sha256: str
     format: str
@@ -28,15 +30,62 @@ class NewImage:
     ground_truth: str | None = None
 
 
-def find_by_sha256(conn: sqlite3.Connection, sha256: str) -> sqlite3.Row | None:
-    return conn.execute(f"SELECT {LIST_COLUMNS} FROM images i WHERE sha256 = ?", (sha256,)).fetchone()
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    filename: str
+    sha256: str
+    format: str
+    width: int
+    height: int
+    size_bytes: int
+    ground_truth: str | None
+    created_at: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def insert_image(conn: sqlite3.Connection, image: NewImage) -> tuple[int, bool]:
-    """Store an image unless its bytes are already stored. Returns (id, created). Call inside ``write``."""
+@dataclass(frozen=True)
+class ImageListing(ImageRecord):
+    """An image with its newest prediction's summary (all None when it has none)."""
+
+    top1: str | None = None
+    top1_prob: float | None = None
+    dog_probability: float | None = None
+    model_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Inserted:
+    image_id: int
+    created: bool
+    labelled: bool  # a duplicate without ground truth got the label this upload carried
+
+
+def insert_images(conn: sqlite3.Connection, images: Sequence[NewImage]) -> list[Inserted]:
+    """Store each image unless its bytes are already stored, in ONE short write transaction (the pictures were
+    decoded before it began, so the lock is held only for the inserts)."""
+    out = []
+    with write(conn):
+        for image in images:
+            out.append(_insert(conn, image))
+    return out
+
+
+def _insert(conn: sqlite3.Connection, image: NewImage) -> Inserted:
     existing = conn.execute("SELECT id FROM images WHERE sha256 = ?", (image.sha256,)).fetchone()
     if existing is not None:
-        return existing[0], False
+        labelled = False
+        if image.ground_truth:
+            labelled = (
+                conn.execute(
+                    "UPDATE images SET ground_truth = ? WHERE id = ? AND ground_truth IS NULL",
+                    (image.ground_truth, existing[0]),
+                ).rowcount
+                > 0
+            )
+        return Inserted(existing[0], False, labelled)
     cur = conn.execute(
         "INSERT INTO images (filename, sha256, format, width, height, size_bytes, ground_truth, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -51,21 +100,8 @@ def insert_image(conn: sqlite3.Connection, image: NewImage) -> tuple[int, bool]:
             utcnow(),
         ),
     )
-    image_id = cur.lastrowid
-    conn.execute("INSERT INTO image_blobs (image_id, data) VALUES (?, ?)", (image_id, image.data))
-    return image_id, True
-
-
-def label_if_unlabelled(conn: sqlite3.Connection, image_id: int, wnid: str) -> bool:
-    cur = conn.execute("UPDATE images SET ground_truth = ? WHERE id = ? AND ground_truth IS NULL", (wnid, image_id))
-    return cur.rowcount > 0
-
-
-def set_ground_truth(conn: sqlite3.Connection, image_ids: list[int], wnid: str | None) -> int:
-    with write(conn):
-        return sum(
-            conn.execute("UPDATE images SET ground_truth = ? WHERE id = ?", (wnid, i)).rowcount for i in image_ids
-        )
+    conn.execute("INSERT INTO image_blobs (image_id, data) VALUES (?, ?)", (cur.lastrowid, image.data))
+    return Inserted(cur.lastrowid, True, False)
 
 
 def list_images(
@@ -75,8 +111,8 @@ def list_images(
     offset: int = 0,
     after_id: int | None = None,
     breed: str | None = None,
-) -> list[dict[str, Any]]:
-    """One page of images, oldest first, each with its newest prediction's top-1 (or None).
+) -> list[ImageListing]:
+    """One page of images, oldest first, each with its newest prediction's top-1.
 
     ``after_id`` pages by key (``id > after_id``), which stays fast at any depth; ``offset`` is kept for
     convenience and is fine on the id index up to a few hundred thousand rows.
@@ -89,23 +125,24 @@ def list_images(
         where.append("i.id > ?")
         params.append(after_id)
     sql = (
-        f"SELECT {LIST_COLUMNS}, p.top1 AS top1, p.top1_prob AS top1_prob FROM "
+        f"SELECT {_COLUMNS}, p.top1, p.top1_prob, p.dog_probability, p.model_name FROM "
         f"(SELECT * FROM images i {'WHERE ' + ' AND '.join(where) if where else ''} "
         "ORDER BY i.id LIMIT ? OFFSET ?) i" + _LATEST_PREDICTION + " ORDER BY i.id"
     )
-    rows = conn.execute(sql, (*params, limit, offset)).fetchall()
-    return [dict(r) for r in rows]
+    return [ImageListing(**dict(r)) for r in conn.execute(sql, (*params, limit, offset))]
 
 
-def count_images(conn: sqlite3.Connection, breed: str | None = None) -> int:
-    if breed is None:
-        return conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-    return conn.execute("SELECT COUNT(*) FROM images WHERE ground_truth = ?", (breed,)).fetchone()[0]
+def get_image(conn: sqlite3.Connection, image_id: int) -> ImageRecord | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM images i WHERE id = ?", (image_id,)).fetchone()
+    return ImageRecord(**dict(row)) if row else None
 
 
-def get_image(conn: sqlite3.Connection, image_id: int) -> dict[str, Any] | None:
-    row = conn.execute(f"SELECT {LIST_COLUMNS} FROM images i WHERE id = ?", (image_id,)).fetchone()
-    return dict(row) if row else None
+def get_images(conn: sqlite3.Connection, image_ids: Sequence[int]) -> dict[int, ImageRecord]:
+    found: dict[int, ImageRecord] = {}
+    for chunk in chunked(image_ids):
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM images i WHERE id IN ({placeholders(len(chunk))})", chunk)
+        found.update({r["id"]: ImageRecord(**dict(r)) for r in rows})
+    return found
 
 
 def get_image_bytes(conn: sqlite3.Connection, image_id: int) -> bytes | None:
@@ -113,20 +150,33 @@ def get_image_bytes(conn: sqlite3.Connection, image_id: int) -> bytes | None:
     return row[0] if row else None
 
 
-def existing_ids(conn: sqlite3.Connection, image_ids: list[int]) -> set[int]:
+def get_blobs(conn: sqlite3.Connection, image_ids: Sequence[int]) -> dict[int, bytes]:
+    """{image id: bytes} for the ids that still exist."""
+    blobs: dict[int, bytes] = {}
+    for chunk in chunked(image_ids):
+        rows = conn.execute(
+            f"SELECT image_id, data FROM image_blobs WHERE image_id IN ({placeholders(len(chunk))})", chunk
+        )
+        blobs.update({r[0]: r[1] for r in rows})
+    return blobs
+
+
+def existing_ids(conn: sqlite3.Connection, image_ids: Sequence[int]) -> set[int]:
     found: set[int] = set()
-    for start in range(0, len(image_ids), 500):
-        chunk = image_ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        found.update(r[0] for r in conn.execute(f"SELECT id FROM images WHERE id IN ({marks})", chunk))
+    for chunk in chunked(image_ids):
+        found.update(
+            r[0] for r in conn.execute(f"SELECT id FROM images WHERE id IN ({placeholders(len(chunk))})", chunk)
+        )
     return found
 
 
-def all_image_ids(conn: sqlite3.Connection) -> list[int]:
-    return [r[0] for r in conn.execute("SELECT id FROM images ORDER BY id")]
+def labelled_ids(conn: sqlite3.Connection) -> list[tuple[int, str]]:
+    """(image id, ground truth) of every labelled image, oldest first."""
+    rows = conn.execute("SELECT id, ground_truth FROM images WHERE ground_truth IS NOT NULL ORDER BY id")
+    return [(r[0], r[1]) for r in rows]
 
 
-def delete_images(conn: sqlite3.Connection, image_ids: list[int]) -> list[int]:
+def delete_images(conn: sqlite3.Connection, image_ids: Sequence[int]) -> list[int]:
     """Delete images with their bytes, predictions and jobs (foreign-key cascade). Returns the ids deleted."""
     deleted = []
     with write(conn):

@@ -1,18 +1,139 @@
-"""Reading training runs, their epochs, and the store's summary."""
+"""Training runs and their epochs, and the store's summary."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dogbreed.store.db import utcnow, write
-from dogbreed.store.jobs import pid_alive
+from dogbreed.procs import pid_alive
+from dogbreed.store.db import placeholders, utcnow, write
 
-RUN_COLUMNS = (
+RUN_STATUSES = ("running", "finished", "interrupted", "failed")
+_RUN_COLUMNS = (
     "id, name, status, model, mode, device, dataset, num_classes, checkpoint_path, checkpoint_sha256, best_epoch, "
-    "best_val_acc, test_acc, test_top5, test_macro_f1, started_at, finished_at, duration_s, error"
+    "best_val_acc, test_acc, test_top5, test_macro_f1, started_at, finished_at, duration_s, error, precision, "
+    "init_from, last_checkpoint_path"
 )
+# The columns a run's owner may update as it goes (anything else is fixed at start).
+_UPDATABLE = frozenset(
+    "status checkpoint_path checkpoint_sha256 best_epoch best_val_acc test_acc test_top5 test_macro_f1 test_report "
+    "skipped error finished_at duration_s owner_pid last_checkpoint_path device".split()
+)
+_EPOCH_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "train_f1",
+    "val_loss",
+    "val_acc",
+    "val_top5",
+    "val_f1",
+    "lr",
+    "seconds",
+)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    name: str
+    status: str
+    model: str
+    mode: str
+    device: str
+    dataset: str
+    num_classes: int
+    checkpoint_path: str | None
+    checkpoint_sha256: str | None
+    best_epoch: int | None
+    best_val_acc: float | None
+    test_acc: float | None
+    test_top5: float | None
+    test_macro_f1: float | None
+    started_at: str
+    finished_at: str | None
+    duration_s: float | None
+    error: str | None
+    precision: str | None
+    init_from: str | None
+    last_checkpoint_path: str | None
+    epochs_done: int = 0
+    params: dict[str, Any] | None = None
+    test_report: dict[str, Any] | None = None
+    skipped: dict[str, str] | None = None
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def start_run(
+    conn: sqlite3.Connection,
+    *,
+    name: str,
+    model: str,
+    mode: str,
+    device: str,
+    dataset: str,
+    params: dict[str, Any],
+    num_classes: int,
+    precision: str | None = None,
+    init_from: str | None = None,
+    owner_pid: int | None = None,
+) -> int:
+    with write(conn):
+        cur = conn.execute(
+            "INSERT INTO runs (name, status, model, mode, device, dataset, params, num_classes, started_at, "
+            "owner_pid, precision, init_from) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                name,
+                model,
+                mode,
+                device,
+                dataset,
+                json.dumps(params),
+                num_classes,
+                utcnow(),
+                owner_pid,
+                precision,
+                init_from,
+            ),
+        )
+    return int(cur.lastrowid)
+
+
+def update_run(conn: sqlite3.Connection, run_id: int, **values: Any) -> None:
+    """Set some of a run's columns; dicts are stored as JSON."""
+    unknown = set(values) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable run columns: {sorted(unknown)}")
+    if not values:
+        return
+    assignments = ", ".join(f"{column} = ?" for column in values)  # column names from the whitelist above
+    params = [json.dumps(v) if isinstance(v, dict) else v for v in values.values()]
+    with write(conn):
+        conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*params, run_id))
+
+
+def add_epoch(conn: sqlite3.Connection, run_id: int, row: dict[str, Any]) -> None:
+    with write(conn):
+        conn.execute(
+            f"INSERT INTO epochs (run_id, {', '.join(_EPOCH_COLUMNS)}) VALUES (?, {placeholders(len(_EPOCH_COLUMNS))})",
+            (run_id, *(row.get(c) for c in _EPOCH_COLUMNS)),
+        )
+
+
+def reopen_run(conn: sqlite3.Connection, run_id: int, after_epoch: int, owner_pid: int) -> None:
+    """A resumed run: running again under a new owner, with any epoch recorded after ``after_epoch`` (one that
+    finished after the state the run resumes from was saved) dropped so that it is trained and recorded once."""
+    with write(conn):
+        conn.execute("DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, after_epoch))
+        conn.execute(
+            "UPDATE runs SET status = 'running', owner_pid = ?, error = NULL, finished_at = NULL WHERE id = ?",
+            (owner_pid, run_id),
+        )
 
 
 def mark_abandoned(conn: sqlite3.Connection) -> int:
@@ -30,46 +151,62 @@ def mark_abandoned(conn: sqlite3.Connection) -> int:
     return len(dead)
 
 
-def list_runs(conn: sqlite3.Connection, limit: int = 50) -> list[dict[str, Any]]:
+def _run(row: sqlite3.Row, detail: bool = False) -> RunRecord:
+    values = dict(row)
+    for key in ("params", "test_report", "skipped"):
+        if key in values:
+            values[key] = json.loads(values[key]) if values[key] else None
+    return RunRecord(**values)
+
+
+def list_runs(conn: sqlite3.Connection, limit: int = 50) -> list[RunRecord]:
     rows = conn.execute(
-        f"SELECT {RUN_COLUMNS}, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id) AS epochs "
+        f"SELECT {_RUN_COLUMNS}, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id) AS epochs_done "
         "FROM runs ORDER BY id DESC LIMIT ?",
         (limit,),
     )
-    return [dict(r) for r in rows]
+    return [_run(r) for r in rows]
 
 
-def get_run(conn: sqlite3.Connection, run_id: int) -> dict[str, Any] | None:
+def get_run(conn: sqlite3.Connection, run_id: int) -> RunRecord | None:
     row = conn.execute(
-        f"SELECT {RUN_COLUMNS}, params, test_report, skipped FROM runs WHERE id = ?", (run_id,)
+        f"SELECT {_RUN_COLUMNS}, params, test_report, skipped, "
+        "(SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id) AS epochs_done FROM runs WHERE id = ?",
+        (run_id,),
     ).fetchone()
     if row is None:
         return None
-    run = dict(row)
-    for key in ("params", "test_report", "skipped"):
-        run[key] = json.loads(run[key]) if run[key] else None
-    run["epochs"] = epochs(conn, run_id)
+    run = _run(row)
+    run.epochs.extend(epochs(conn, run_id))
     return run
 
 
 def epochs(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT epoch, train_loss, train_acc, val_loss, val_acc, val_top5, val_f1, seconds FROM epochs "
-        "WHERE run_id = ? ORDER BY epoch",
-        (run_id,),
-    )
+    rows = conn.execute(f"SELECT {', '.join(_EPOCH_COLUMNS)} FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
     return [dict(r) for r in rows]
 
 
-def store_summary(conn: sqlite3.Connection) -> dict[str, Any]:
-    """Counts, and how the newest prediction of each labelled image compares with its ground truth."""
+def finished_with_checkpoint(conn: sqlite3.Connection) -> list[RunRecord]:
+    """Finished runs that kept a checkpoint, newest first."""
+    rows = conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE status = 'finished' AND checkpoint_path IS NOT NULL "
+        "ORDER BY finished_at DESC, id DESC"
+    )
+    return [_run(r) for r in rows]
+
+
+def store_summary(conn: sqlite3.Connection, dog_threshold: float) -> dict[str, Any]:
+    """Counts; how the newest prediction of each labelled image compares with its ground truth; how many
+    images' newest prediction says "probably not a dog" (dog probability under ``dog_threshold``)."""
     images, labelled = conn.execute("SELECT COUNT(*), COUNT(ground_truth) FROM images").fetchone()
     predicted = conn.execute("SELECT COUNT(DISTINCT image_id) FROM predictions").fetchone()[0]
-    scored, correct = conn.execute(
-        """SELECT COUNT(*), COALESCE(SUM(p.top1 = i.ground_truth), 0) FROM images i
+    scored, correct, not_dogs, dog_known = conn.execute(
+        """SELECT COUNT(i.ground_truth), COALESCE(SUM(p.top1 = i.ground_truth), 0),
+                  COALESCE(SUM(p.dog_probability < ?), 0), COUNT(p.dog_probability)
+           FROM images i
            JOIN predictions p ON p.id = (
-               SELECT id FROM predictions WHERE image_id = i.id ORDER BY created_at DESC, id DESC LIMIT 1)
-           WHERE i.ground_truth IS NOT NULL"""
+               SELECT id FROM predictions WHERE image_id = i.id ORDER BY created_at DESC, id DESC LIMIT 1)""",
+        (dog_threshold,),
     ).fetchone()
     return {
         "images": images,
@@ -78,5 +215,7 @@ def store_summary(conn: sqlite3.Connection) -> dict[str, Any]:
         "scored": scored,
         "correct": correct,
         "accuracy": (correct / scored) if scored else None,
+        "not_a_dog": not_dogs,
+        "dog_probability_known": dog_known,
         "runs": conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0],
     }

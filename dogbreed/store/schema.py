@@ -93,6 +93,68 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: the process that runs a training run, so a run whose process was killed can be told from a live one.
     ("ALTER TABLE runs ADD COLUMN owner_pid INTEGER",),
+    # 3: a prediction comes from a model, not only a checkpoint (a ready ImageNet model, an export): jobs and
+    #    predictions name it by key (sha256 of its file, or the torchvision weights' name), reference and label,
+    #    and record the engine, precision and the probability that the photo shows a dog at all. Evaluations,
+    #    engine checks (agreement of a reduced precision or an export with the fp32 model), settings (the pinned
+    #    default model) get tables; runs keep what resuming and warm starts need.
+    (
+        "ALTER TABLE predictions RENAME COLUMN checkpoint_sha256 TO model_key",
+        "ALTER TABLE predictions RENAME COLUMN checkpoint_path TO model_ref",
+        "ALTER TABLE predictions ADD COLUMN model_name TEXT",
+        "ALTER TABLE predictions ADD COLUMN dog_probability REAL",
+        "ALTER TABLE predictions ADD COLUMN engine TEXT",
+        "ALTER TABLE predictions ADD COLUMN precision TEXT",
+        "ALTER TABLE jobs RENAME COLUMN checkpoint_sha256 TO model_key",
+        "ALTER TABLE jobs RENAME COLUMN checkpoint_path TO model_ref",
+        "ALTER TABLE jobs ADD COLUMN model_name TEXT",
+        "ALTER TABLE jobs ADD COLUMN engine TEXT",
+        "ALTER TABLE jobs ADD COLUMN precision TEXT",
+        "ALTER TABLE runs ADD COLUMN last_checkpoint_path TEXT",
+        "ALTER TABLE runs ADD COLUMN init_from TEXT",
+        "ALTER TABLE runs ADD COLUMN precision TEXT",
+        "ALTER TABLE epochs ADD COLUMN train_f1 REAL",
+        "ALTER TABLE epochs ADD COLUMN lr REAL",
+        """CREATE TABLE evaluations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            model_key TEXT NOT NULL,
+            model_ref TEXT NOT NULL,
+            model_name TEXT NOT NULL,
+            run_id INTEGER REFERENCES runs (id) ON DELETE SET NULL,
+            engine TEXT NOT NULL,
+            precision TEXT NOT NULL,
+            device TEXT NOT NULL,
+            data TEXT NOT NULL,
+            split TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            top1 REAL NOT NULL,
+            top5 REAL NOT NULL,
+            macro_f1 REAL NOT NULL,
+            report TEXT NOT NULL,
+            seconds REAL NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX ix_evaluations_model ON evaluations (model_key, id)",
+        """CREATE TABLE engine_checks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            model_key TEXT NOT NULL,
+            engine TEXT NOT NULL,
+            precision TEXT NOT NULL,
+            target_key TEXT,
+            data TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            agreement REAL NOT NULL,
+            reference_accuracy REAL,
+            accuracy REAL,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX ix_engine_checks_model ON engine_checks (model_key, engine, precision, id)",
+        """CREATE TABLE settings (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -1,0 +1,90 @@
+"""The command line: parse options, call the modules that do the work, render tables, JSON, CSV or NL.
+
+One module per command area (images, predict, train, dataset, models, misc); shared options and rendering in
+``common``. Heavy libraries (torch, torchvision, matplotlib, openvino) are imported inside the commands that need
+them, so `dogbreed --help`, `list` and `show` start fast.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from dogbreed import __version__
+from dogbreed.cli.common import err, out, safe
+from dogbreed.config import resolve_paths
+from dogbreed.errors import DogbreedError
+
+
+class Group(TyperGroup):
+    """Turns a user's mistake (DogbreedError) or a broken store into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DogbreedError as exc:
+            err.print(f"[red]Error:[/red] {safe(exc)}", soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except sqlite3.DatabaseError as exc:
+            db = (ctx.obj or {}).get("db", "")
+            err.print(f"[red]Error:[/red] store {safe(db)}: {safe(exc)}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        except OverflowError:
+            err.print("[red]Error:[/red] a number is too large (ids and counts must be below 2^63)", soft_wrap=True)
+            raise typer.Exit(2) from None
+        except BrokenPipeError:  # `dogbreed list | head`: the reader left; nothing more to say
+            import os
+            import sys
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
+        except OSError as exc:
+            where = f" {safe(exc.filename)}" if getattr(exc, "filename", None) else ""
+            err.print(f"[red]Error:[/red] cannot access{where}: {safe(exc.strerror or exc)}", soft_wrap=True)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(
+    cls=Group,
+    help="Classify dog photos into the 120 Stanford Dogs breeds; every photo and prediction kept in SQLite.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    epilog="Start with: dogbreed predict photo.jpg   (a ready ImageNet model answers before you train anything)",
+)
+
+
+def main() -> None:
+    app(prog_name="dogbreed")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"dogbreed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    db: Path | None = typer.Option(
+        None, "--db", help="SQLite store to use (default: $DOGBREED_DB, else $DOGBREED_HOME/dogbreed.db)."
+    ),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    ctx.obj = {"db": resolve_paths(db=db).db}
+
+
+def _group(name: str, help_text: str) -> typer.Typer:
+    sub = typer.Typer(cls=Group, help=help_text, no_args_is_help=True)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+dataset_app = _group("dataset", "The Stanford Dogs dataset: download, inspect, or make a synthetic one.")
+
+# Each module registers its commands on `app` (or `dataset_app`) when imported.
+from dogbreed.cli import dataset, images, misc, models, predict, train  # noqa: E402,F401

@@ -1,0 +1,206 @@
+"""What every command shares: the consoles, the output formats (table, JSON, CSV, newline-delimited JSON), the
+options declared once, cleaning untrusted text for the terminal, and deprecation notes for renamed options.
+
+Nothing heavy is imported here: `dogbreed --help`, `list` and `show` must start fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from dogbreed.errors import DogbreedError
+
+# When stdout is not a terminal (a pipe, a file), nothing is ever truncated or wrapped: full file names, paths and
+# hashes, so `dogbreed list | grep NAME` finds NAME whatever COLUMNS says.
+out = Console(highlight=False)
+if not out.is_terminal:
+    out = Console(highlight=False, width=100_000, soft_wrap=True)
+err = Console(stderr=True, highlight=False)
+
+
+# ---------------------------------------------------------------- untrusted text
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(value: Any) -> str:
+    """Text from a file name, a store row or a checkpoint, safe to print: control characters (ESC sequences that
+    could clear or retitle the terminal, bidi overrides) shown as visible escapes, invalid UTF-8 replaced."""
+    text = "" if value is None else str(value)
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else "?", text)
+
+
+def safe(value: Any) -> str:
+    """``clean`` plus Rich markup escaped: for text placed inside a markup string."""
+    return escape(clean(value))
+
+
+def cell(value: Any) -> Text:
+    """A table cell that Rich never interprets as markup."""
+    return Text(clean(value))
+
+
+def when(timestamp: str | None) -> str:
+    """'2026-11-27 10:58:59' from a stored ISO timestamp."""
+    return (timestamp or "")[:19].replace("T", " ")
+
+
+def percent(p: float | None, digits: int = 1) -> str:
+    return "" if p is None else f"{p:.{digits}%}"
+
+
+def warn(text: str) -> None:
+    err.print(f"[yellow]Warning:[/yellow] {safe(text)}", soft_wrap=True)
+
+
+def note(text: str) -> None:
+    err.print(safe(text), soft_wrap=True)
+
+
+# ---------------------------------------------------------------- shared options (declared once)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV.")]
+NlOpt = Annotated[bool, typer.Option("--nl", help="Print newline-delimited JSON (one object per line).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only the summary (and errors); no per-item lines.")]
+DeviceOpt = Annotated[str, typer.Option("--device", "-d", help="auto, cpu, cuda (or gpu, cuda:N), mps.")]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", "-b", min=1, max=4096, help="Images per batch.")]
+DatasetOpt = Annotated[
+    Path | None,
+    typer.Option("--dataset", help="Dataset folder (default: $DOGBREED_DATASET, else $DOGBREED_HOME/dataset)."),
+]
+CheckpointOpt = Annotated[
+    Path | None,
+    typer.Option("--checkpoint", "-c", help="A dogbreed checkpoint or an exported model (.onnx, .xml)."),
+]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", "-m", help="A ready ImageNet model by torchvision name (see 'dogbreed models')."),
+]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--weights", help="With --model: its torchvision ImageNet state dict from disk (offline)."),
+]
+RunOpt = Annotated[int | None, typer.Option("--run", min=1, help="The checkpoint of this training run.")]
+EngineOpt = Annotated[str, typer.Option("--engine", help="auto, torch or openvino.")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="auto, fp32, bf16, fp16 (CUDA) or int8 (exports).")]
+
+
+def top_k_opt(default: int) -> Any:
+    return typer.Option(default, "--top-k", "-k", min=1, max=120, help="Breeds to show per prediction.")
+
+
+def deprecated(old: str, new: str) -> None:
+    err.print(f"[yellow]Deprecated:[/yellow] {old} is now {new}; {old} still works in this release", soft_wrap=True)
+
+
+def pick(new: Any, old: Any, old_name: str, new_name: str, default: Any = None) -> Any:
+    """The value of a renamed option: the new spelling wins; the old one still works, with a deprecation note."""
+    if old is not None and old is not False:
+        deprecated(old_name, new_name)
+        if new is None or new == default:
+            return old
+    return new
+
+
+# ---------------------------------------------------------------- output formats
+
+
+def output_format(as_json: bool = False, as_csv: bool = False, as_nl: bool = False) -> str:
+    chosen = [name for name, on in (("json", as_json), ("csv", as_csv), ("nl", as_nl)) if on]
+    if len(chosen) > 1:
+        raise DogbreedError(f"choose one output format: {' or '.join('--' + c for c in chosen)}")
+    return chosen[0] if chosen else "table"
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    render: Callable[[Any], str] = clean  # the table's text for a value; CSV and JSON get the raw value
+    justify: str = "left"
+    fold: bool = False  # long values wrap in a narrow terminal instead of being cut
+
+
+def emit(
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[Column],
+    fmt: str,
+    *,
+    title: str | None = None,
+    empty: str | None = None,
+    json_rows: Iterable[dict[str, Any]] | None = None,
+) -> None:
+    """Print a listing as a Rich table, JSON (a list), CSV (the columns' keys as the header) or newline-delimited
+    JSON. ``json_rows`` (default: ``rows``) is what JSON and NL print, when they carry more than the table."""
+    if fmt == "json":
+        print_json(list(json_rows if json_rows is not None else rows))
+        return
+    if fmt == "nl":
+        for row in json_rows if json_rows is not None else rows:
+            sys.stdout.write(json.dumps(row, default=str) + "\n")
+        return
+    if fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow([c.key for c in columns])
+        for row in rows:
+            writer.writerow([_csv_value(row.get(c.key)) for c in columns])
+        return
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c.header, justify=c.justify, overflow="fold" if c.fold else "ellipsis")
+    for row in rows:
+        table.add_row(*(Text(clean(c.render(row[c.key]))) if row.get(c.key) is not None else Text("") for c in columns))
+    out.print(table)
+    if not rows and empty:
+        out.print(safe(empty))
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return clean(value)
+
+
+def key_value_table(pairs: Iterable[tuple[str, Any]], title: str | None = None) -> Table:
+    table = Table(show_header=False, title=title)
+    table.add_column("", no_wrap=True)
+    table.add_column("", overflow="fold")
+    for key, value in pairs:
+        table.add_row(key, cell(value))
+    return table
+
+
+def db_path(ctx: typer.Context) -> Path:
+    return ctx.obj["db"]
+
+
+def open_db(ctx: typer.Context):
+    from dogbreed.store import open_store
+
+    return open_store(db_path(ctx))
+
+
+def examples(*lines: str) -> str:
+    """A help epilog: real examples, one per line."""
+    return "Examples:\n\n" + "\n\n".join(f"  $ {line}" for line in lines)

@@ -1,0 +1,267 @@
+"""upload, list, show, delete: the photos in the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from dogbreed.cli import app
+from dogbreed.cli.common import (
+    Column,
+    CsvOpt,
+    JsonOpt,
+    NlOpt,
+    QuietOpt,
+    cell,
+    emit,
+    examples,
+    key_value_table,
+    open_db,
+    out,
+    output_format,
+    percent,
+    pick,
+    print_json,
+    safe,
+    top_k_opt,
+    when,
+)
+from dogbreed.errors import DogbreedError
+from dogbreed.imagenet import DOG_THRESHOLD
+
+MAX_ID = 2**63 - 1  # SQLite's largest integer: bigger ids cannot exist
+
+
+def dog_mark(p: float | None) -> str:
+    """How a dog probability reads in a table: '99.8%', 'NOT A DOG? 0.4%', or '' when the model cannot tell."""
+    if p is None:
+        return ""
+    return percent(p) if p >= DOG_THRESHOLD else f"NOT A DOG? {percent(p)}"
+
+
+def not_a_dog(p: float | None) -> bool | None:
+    return None if p is None else p < DOG_THRESHOLD
+
+
+def prediction_json(pred: Any, top_k: int) -> dict[str, Any]:
+    data = pred.to_dict(top_k)
+    data["not_a_dog"] = not_a_dog(pred.dog_probability)
+    return data
+
+
+# ---------------------------------------------------------------- upload
+
+
+def print_upload_line(r: Any) -> None:
+    if r.status == "refused":
+        out.print(f"[red]refused[/red]   {safe(r.path)}: {safe(r.reason)}", soft_wrap=True)
+        return
+    extra = f" ({safe(r.reason)})" if r.reason else ""
+    color = "green" if r.status == "new" else "yellow"
+    out.print(f"[{color}]{r.status:<9}[/{color}] id {r.image_id}  {safe(r.path)}{extra}", soft_wrap=True)
+
+
+UPLOAD_COLUMNS = [
+    Column("status", "status"),
+    Column("id", "id", justify="right"),
+    Column("path", "path", fold=True),
+    Column("filename", "stored as", fold=True),
+    Column("ground_truth_name", "ground truth"),
+    Column("reason", "reason", fold=True),
+]
+
+
+@app.command(
+    "upload",
+    epilog=examples(
+        "dogbreed upload dog.jpg",
+        "dogbreed upload photos/ --ground-truth beagle",
+        "dogbreed upload 'Images/*/*.jpg' --label-from-folder --quiet",
+    ),
+)
+def upload_cmd(
+    ctx: typer.Context,
+    paths: list[str] = typer.Argument(..., metavar="PATH...", help="Image files, folders (recursive) or globs."),
+    ground_truth: str | None = typer.Option(
+        None, "--ground-truth", "-g", help="Breed of every uploaded image (name, folder name or WordNet id)."
+    ),
+    filename: str | None = typer.Option(None, "--filename", help="Name to store (a single file only)."),
+    label_from_folder: bool = typer.Option(
+        False, "--label-from-folder", help="Take each image's breed from its Stanford folder name."
+    ),
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    as_nl: NlOpt = False,
+) -> None:
+    """Store photos with their bytes; duplicates are reported, broken files refused with the reason."""
+    from rich.progress import Progress
+
+    from dogbreed.breeds import resolve_breed
+    from dogbreed.cli.common import err
+    from dogbreed.ingest import expand_paths, upload
+
+    fmt = output_format(as_json, as_csv, as_nl)
+    breed = resolve_breed(ground_truth) if ground_truth else None
+    if breed and label_from_folder:
+        raise DogbreedError("use either --ground-truth or --label-from-folder, not both")
+    files, results = expand_paths(paths)
+    if filename and len(files) != 1:
+        raise DogbreedError(f"--filename needs exactly one file, got {len(files)}")
+    conn = open_db(ctx)
+    lines = fmt == "table" and not quiet
+    if lines:
+        for result in results:  # arguments that named nothing
+            print_upload_line(result)
+    with Progress(console=err, transient=True, disable=fmt != "table" or len(files) < 20) as progress:
+        task = progress.add_task("uploading", total=len(files))
+        for result in upload(conn, files, ground_truth=breed, label_from_folder=label_from_folder, filename=filename):
+            results.append(result)
+            progress.advance(task)
+            if lines:
+                print_upload_line(result)
+    counts = {s: sum(r.status == s for r in results) for s in ("new", "duplicate", "refused")}
+    if fmt == "json":
+        print_json({"results": [r.to_dict() for r in results], "summary": counts})
+    elif fmt == "table":
+        out.print(f"{counts['new']} new, {counts['duplicate']} duplicate, {counts['refused']} refused")
+    else:
+        emit([r.to_dict() for r in results], UPLOAD_COLUMNS, fmt)
+    if counts["refused"]:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- list
+
+LIST_COLUMNS = [
+    Column("id", "id", justify="right"),
+    Column("filename", "filename", fold=True),
+    Column("ground_truth_name", "ground truth"),
+    Column("top1_name", "top-1"),
+    Column("top1_prob", "p", percent, justify="right"),
+    Column("dog_probability", "dog", dog_mark, justify="right"),
+    Column("created_at", "uploaded", when),
+]
+
+
+@app.command(
+    "list",
+    epilog=examples(
+        "dogbreed list", "dogbreed list --breed beagle --limit 20", "dogbreed list --after 90000 --csv > page.csv"
+    ),
+)
+def list_cmd(
+    ctx: typer.Context,
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=100_000, help="Rows per page."),
+    offset: int = typer.Option(0, "--offset", min=0, max=MAX_ID, help="Skip this many rows."),
+    after: int | None = typer.Option(
+        None, "--after", min=0, max=MAX_ID, help="Only ids greater than this (fast deep paging)."
+    ),
+    breed: str | None = typer.Option(None, "--breed", help="Only images with this ground truth."),
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    as_nl: NlOpt = False,
+) -> None:
+    """List stored images (never their bytes) with their latest top-1 prediction and dog probability."""
+    from dogbreed.breeds import display_name, resolve_breed
+    from dogbreed.store import images
+
+    fmt = output_format(as_json, as_csv, as_nl)
+    wnid = resolve_breed(breed).wnid if breed else None
+    conn = open_db(ctx)
+    rows = []
+    for item in images.list_images(conn, limit=limit, offset=offset, after_id=after, breed=wnid):
+        row = item.to_dict()
+        row["ground_truth_name"] = display_name(item.ground_truth) or None
+        row["top1_name"] = display_name(item.top1) or None
+        row["not_a_dog"] = not_a_dog(item.dog_probability)
+        rows.append(row)
+    first_page = offset == 0 and after is None and wnid is None
+    emit(
+        rows,
+        LIST_COLUMNS,
+        fmt,
+        title="images",
+        empty="no images yet: add some with 'dogbreed upload PATH'" if first_page else "no more images",
+    )
+
+
+# ---------------------------------------------------------------- show
+
+
+@app.command("show", epilog=examples("dogbreed show 3", "dogbreed show 3 --top-k 10", "dogbreed show 3 --json"))
+def show_cmd(
+    ctx: typer.Context,
+    image_id: int = typer.Argument(..., min=0, max=MAX_ID, help="Image id."),
+    top_k: int = top_k_opt(5),
+    all_breeds: bool = typer.Option(False, "--all-breeds", help="Every breed the model knows (up to 120)."),
+    all_old: bool = typer.Option(False, "--all", hidden=True, help="Old name of --all-breeds."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one image's metadata and its predictions, newest first (never the bytes)."""
+    from dogbreed.breeds import display_name
+    from dogbreed.store import images, predictions
+
+    all_breeds = pick(all_breeds, all_old or None, "show --all", "--all-breeds", default=False)
+    conn = open_db(ctx)
+    image = images.get_image(conn, image_id)
+    if image is None:
+        raise DogbreedError(f"no image with id {image_id}; see 'dogbreed list'")
+    k = 120 if all_breeds else top_k
+    preds = predictions.for_image(conn, image_id)
+    if as_json:
+        data = image.to_dict()
+        data["ground_truth_name"] = display_name(image.ground_truth) or None
+        data["predictions"] = [prediction_json(p, k) for p in preds]
+        print_json(data)
+        return
+    fields = [(key, getattr(image, key)) for key in ("filename", "format", "width", "height", "size_bytes")]
+    fields += [("sha256", image.sha256), ("uploaded", when(image.created_at))]
+    fields.append(("ground truth", display_name(image.ground_truth) or "-"))
+    out.print(key_value_table(fields, title=f"image {image_id}"))
+    if not preds:
+        out.print(f"no predictions yet: run 'dogbreed predict --id {image_id}'")
+    for pred in preds:
+        print_prediction(pred, k)
+
+
+def print_prediction(pred: Any, k: int) -> None:
+    from rich.table import Table
+
+    how = " ".join(x for x in (pred.engine, pred.precision) if x)
+    title = f"{safe(pred.model)} on {safe(pred.device)}{' ' + how if how else ''}, {when(pred.created_at)}"
+    table = Table("rank", "breed", "probability", title=title)
+    for rank, score in enumerate(pred.top(k), 1):
+        table.add_row(str(rank), cell(score.breed), f"{score.probability:.2%}")
+    out.print(table)
+    if pred.dog_probability is None:
+        out.print("dog probability: unknown (this model cannot tell whether a photo shows a dog)")
+    elif pred.dog_probability < DOG_THRESHOLD:
+        out.print(f"[bold red]probably NOT a dog[/bold red]: dog probability {pred.dog_probability:.1%}")
+    else:
+        out.print(f"dog probability: {pred.dog_probability:.1%}")
+
+
+# ---------------------------------------------------------------- delete
+
+
+@app.command("delete", epilog=examples("dogbreed delete 3", "dogbreed delete 3 4 5 --json"))
+def delete_cmd(
+    ctx: typer.Context,
+    image_ids: list[int] = typer.Argument(..., metavar="ID...", min=0, max=MAX_ID, help="Image ids to delete."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete images with their bytes, predictions and jobs."""
+    from dogbreed.store import images
+
+    conn = open_db(ctx)
+    deleted = images.delete_images(conn, image_ids)
+    missing = [i for i in image_ids if i not in deleted]
+    if as_json:
+        print_json({"deleted": deleted, "missing": missing})
+    else:
+        for image_id in deleted:
+            out.print(f"deleted image {image_id}")
+    if missing:
+        raise DogbreedError(f"no image with id {', '.join(map(str, missing))}; nothing else was changed")

@@ -1,0 +1,370 @@
+"""predict, tasks, view: classifying stored (or new) photos and looking at the results."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from dogbreed.cli import app
+from dogbreed.cli.common import (
+    BatchSizeOpt,
+    CheckpointOpt,
+    Column,
+    CsvOpt,
+    DeviceOpt,
+    EngineOpt,
+    JsonOpt,
+    ModelOpt,
+    NlOpt,
+    PrecisionOpt,
+    QuietOpt,
+    RunOpt,
+    WeightsOpt,
+    clean,
+    db_path,
+    emit,
+    err,
+    examples,
+    open_db,
+    out,
+    output_format,
+    percent,
+    print_json,
+    safe,
+    top_k_opt,
+    warn,
+    when,
+)
+from dogbreed.cli.images import MAX_ID, dog_mark, not_a_dog, print_upload_line
+from dogbreed.errors import DogbreedError
+
+
+def resolve_model(conn: Any, checkpoint: Path | None, model: str | None, weights: Path | None, run: int | None):
+    from dogbreed import sources
+
+    return sources.resolve(conn, checkpoint=checkpoint, model=model, weights=weights, run=run)
+
+
+def describe_model(source: Any, choice: Any) -> str:
+    why = f" ({source.reason})" if source.reason else ""
+    return f"model: {source.name}{why}; {choice.engine} {choice.precision} on {choice.device}"
+
+
+def result_json(r: Any, outcome: Any, top_k: int) -> dict[str, Any]:
+    pred = r.prediction
+    return {
+        "job_id": r.job_id,
+        "image_id": r.image_id,
+        "filename": r.filename,
+        "status": r.status,
+        "error": r.error,
+        "top": [s.__dict__ for s in pred.top(top_k)] if pred else [],
+        "dog_probability": pred.dog_probability if pred else None,
+        "not_a_dog": not_a_dog(pred.dog_probability) if pred else None,
+        "model": outcome.source.name,
+        "model_key": outcome.source.key,
+        "device": pred.device if pred else outcome.choice.device,
+        "engine": outcome.choice.engine,
+        "precision": outcome.choice.precision,
+    }
+
+
+RESULT_COLUMNS = [
+    Column("image_id", "image", justify="right"),
+    Column("filename", "file", fold=True),
+    Column("top1", "top-1"),
+    Column("top1_probability", "p", percent, justify="right"),
+    Column("others", "runners-up", fold=True),
+    Column("dog_probability", "dog", dog_mark, justify="right"),
+]
+
+
+def _table_row(item: dict[str, Any]) -> dict[str, Any]:
+    top = item["top"]
+    row = dict(item)
+    if item["status"] != "done":
+        row.update(top1=f"FAILED: {clean(item['error'])}", top1_probability=None, others=None)
+        return row
+    row["top1"] = top[0]["breed"] if top else ""
+    row["top1_probability"] = top[0]["probability"] if top else None
+    row["others"] = ", ".join(f"{t['breed']} {t['probability']:.1%}" for t in top[1:])
+    return row
+
+
+@app.command(
+    "predict",
+    epilog=examples(
+        "dogbreed predict dog.jpg",
+        "dogbreed predict photos/ --model efficientnet_b0 --top-k 5",
+        "dogbreed predict --pending --checkpoint checkpoints/demo-run1.pt --device cuda",
+    ),
+)
+def predict_cmd(
+    ctx: typer.Context,
+    paths: list[str] = typer.Argument(
+        None, metavar="[PATH...]", help="Photos to store and classify in one go (files, folders, globs)."
+    ),
+    ids: list[int] = typer.Option([], "--id", min=0, max=MAX_ID, help="A stored image's id (repeatable)."),
+    every: bool = typer.Option(False, "--all", help="Every stored image, again (replacing this model's earlier one)."),
+    pending: bool = typer.Option(
+        False, "--pending", help="Every image without a prediction from this model (finishes killed runs)."
+    ),
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    run: RunOpt = None,
+    device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    workers: int | None = typer.Option(
+        None, "--workers", "-w", min=0, max=256, help="Worker processes (0: in this process; default: the engine's)."
+    ),
+    threads: int | None = typer.Option(None, "--threads", min=1, max=1024, help="Compute threads per worker."),
+    batch_size: BatchSizeOpt = 16,
+    top_k: int = top_k_opt(3),
+    background: bool = typer.Option(
+        False, "--background", help="Queue the jobs, print their ids and return; a detached worker runs them."
+    ),
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    as_nl: NlOpt = False,
+) -> None:
+    """Classify photos: given as PATHs (stored first, duplicates recognised) or already stored (--id, --all,
+    --pending). Every job and prediction is recorded in the store with the model that made it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from dogbreed import predict
+
+    fmt = output_format(as_json, as_csv, as_nl)
+    conn = open_db(ctx)
+    source = resolve_model(conn, checkpoint, model, weights, run)
+    conn.close()
+    request = predict.PredictRequest(
+        paths=list(paths or []),
+        image_ids=list(ids),
+        every=every,
+        pending=pending,
+        source=source,
+        device=device,
+        engine=engine,
+        precision=precision,
+        workers=workers,
+        threads=threads,
+        batch_size=batch_size,
+        background=background,
+    )
+    columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
+    show_bar = fmt == "table" and err.is_terminal and not quiet
+    with Progress(*columns, TimeRemainingColumn(), console=err, transient=True, disable=not show_bar) as bar:
+        state: dict[str, Any] = {}
+
+        def on_start(outcome: Any) -> None:
+            if outcome.choice.warning:
+                warn(outcome.choice.warning)
+            if fmt == "table":
+                err.print(safe(describe_model(outcome.source, outcome.choice)), soft_wrap=True)
+                if not quiet:
+                    for u in outcome.uploads:
+                        if u.status == "refused":
+                            print_upload_line(u)
+            state["task"] = bar.add_task("predict", total=len(outcome.job_ids), rate="")
+            state["t0"] = time.perf_counter()
+
+        def on_progress(done: int, failed: int, total: int) -> None:
+            rate = (done + failed) / max(time.perf_counter() - state["t0"], 1e-9)
+            bar.update(state["task"], completed=done + failed, rate=f"{rate:.1f} img/s")
+
+        outcome = predict.run(db_path(ctx), request, on_progress=on_progress, on_start=on_start)
+    refused = [u for u in outcome.uploads if u.status == "refused"]
+    if background:
+        _print_background(outcome, fmt)
+        if refused:
+            raise typer.Exit(1)
+        return
+    items = [result_json(r, outcome, top_k) for r in outcome.results]
+    if fmt == "json":
+        print_json(_summary_json(outcome, items))
+    elif fmt == "table":
+        if not quiet and items:
+            emit([_table_row(i) for i in items], RESULT_COLUMNS, "table", title="predictions")
+        out.print(_summary_line(outcome), soft_wrap=True)
+    else:
+        emit(items, [Column(k, k) for k in items[0]] if items else RESULT_COLUMNS, fmt)
+    if outcome.failed or refused:
+        raise typer.Exit(1)
+
+
+def _summary_json(outcome: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "model": outcome.source.name,
+        "model_key": outcome.source.key,
+        "model_ref": outcome.source.ref,
+        "reason": outcome.source.reason or None,
+        "device": outcome.choice.device,
+        "engine": outcome.choice.engine,
+        "precision": outcome.choice.precision,
+        "engine_note": outcome.choice.note,
+        "checkpoint": outcome.source.ref if outcome.source.kind != "ready" else None,
+        "done": outcome.done,
+        "failed": outcome.failed,
+        "deleted_meanwhile": outcome.dropped,
+        "seconds": round(outcome.seconds, 3),
+        "load_seconds": round(outcome.load_seconds, 3),
+        "images_per_second": round(outcome.rate, 2),
+        "uploads": [u.to_dict() for u in outcome.uploads],
+        "results": items,
+    }
+
+
+def _summary_line(outcome: Any) -> str:
+    if not outcome.job_ids:
+        if outcome.uploads and not any(u.image_id for u in outcome.uploads):
+            return "nothing to predict: no picture could be stored"
+        return "nothing to predict: every image already has a prediction from this model"
+    dropped = f", {outcome.dropped} deleted meanwhile" if outcome.dropped else ""
+    return (
+        f"{outcome.done} predicted, {outcome.failed} failed{dropped} on {outcome.choice.device} in "
+        f"{outcome.seconds:.1f} s ({outcome.load_seconds:.1f} s loading the model, then {outcome.rate:.1f} images/s)"
+    )
+
+
+def _print_background(outcome: Any, fmt: str) -> None:
+    if fmt == "json":
+        print_json(
+            {
+                "job_ids": outcome.job_ids,
+                "pid": outcome.background_pid,
+                "log": outcome.log,
+                "model": outcome.source.name,
+            }
+        )
+        return
+    where = f"; worker pid {outcome.background_pid}, log {outcome.log}" if outcome.background_pid else ""
+    out.print(f"queued {len(outcome.job_ids)} job(s): {id_ranges(outcome.job_ids)}{safe(where)}", soft_wrap=True)
+    out.print("follow them with 'dogbreed tasks'")
+
+
+def id_ranges(ids: list[int]) -> str:
+    """'1-4, 7, 9-10' for [1, 2, 3, 4, 7, 9, 10]."""
+    if not ids:
+        return "none"
+    parts, start, prev = [], ids[0], ids[0]
+    for i in [*ids[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------- tasks
+
+TASK_COLUMNS = [
+    Column("id", "job", justify="right"),
+    Column("image_id", "image", justify="right"),
+    Column("status", "status"),
+    Column("model_name", "model", fold=True),
+    Column("device", "device"),
+    Column("created_at", "created", when),
+    Column("finished_at", "finished", when),
+    Column("seconds", "s", lambda s: f"{s:.3f}", justify="right"),
+    Column("error", "error", fold=True),
+]
+
+
+@app.command("tasks", epilog=examples("dogbreed tasks", "dogbreed tasks --status failed", "dogbreed tasks 42 --json"))
+def tasks_cmd(
+    ctx: typer.Context,
+    job_id: int | None = typer.Argument(None, min=0, max=MAX_ID, help="One job's id."),
+    status: str | None = typer.Option(
+        None, "--status", "-s", help="queued, running, abandoned (its process is gone), done or failed."
+    ),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, max=1_000_000, help="Newest N jobs."),
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    as_nl: NlOpt = False,
+) -> None:
+    """Prediction jobs (queued / running / abandoned / done / failed), newest first."""
+    from dogbreed.store import jobs
+
+    fmt = output_format(as_json, as_csv, as_nl)
+    statuses = (*jobs.JOB_STATUSES, jobs.ABANDONED)
+    if status is not None and status not in statuses:
+        raise DogbreedError(f"unknown status {status!r}; use one of {', '.join(statuses)}")
+    conn = open_db(ctx)
+    if job_id is not None:
+        job = jobs.get_job(conn, job_id)
+        if job is None:
+            raise DogbreedError(f"no job with id {job_id}; see 'dogbreed tasks'")
+        if fmt == "table":
+            emit([job.to_dict()], TASK_COLUMNS, fmt, title=f"job {job_id}")
+        else:
+            print_json(job.to_dict()) if fmt == "json" else emit([job.to_dict()], TASK_COLUMNS, fmt)
+        return
+    rows = [j.to_dict() for j in jobs.list_jobs(conn, status=status, limit=limit)]
+    counts = jobs.status_counts(conn)
+    title = "jobs: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+    emit(rows, TASK_COLUMNS, fmt, title=title, empty="no jobs yet: 'dogbreed predict' makes them")
+
+
+# ---------------------------------------------------------------- view
+
+
+@app.command(
+    "view",
+    epilog=examples(
+        "dogbreed view 3", "dogbreed view 3 --output rex.png --top-k 5", "dogbreed view 3 --model resnet50"
+    ),
+)
+def view_cmd(
+    ctx: typer.Context,
+    image_id: int = typer.Argument(..., min=0, max=MAX_ID, help="Image id."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="PNG to write (default: view-<id>.png)."),
+    top_k: int = top_k_opt(10),
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    run: RunOpt = None,
+) -> None:
+    """Write a PNG: the photo, a bar chart of its top-k breeds (only breeds the model knows), a title coloured by
+    correctness, and the image, file and model it shows."""
+    from dogbreed import viz
+    from dogbreed.store import images, predictions
+
+    conn = open_db(ctx)
+    image = images.get_image(conn, image_id)
+    if image is None:
+        raise DogbreedError(f"no image with id {image_id}; see 'dogbreed list'")
+    preds = predictions.for_image(conn, image_id)
+    if not preds:
+        raise DogbreedError(f"image {image_id} has no prediction yet; run 'dogbreed predict --id {image_id}'")
+    pred = preds[0]
+    if any(x is not None for x in (checkpoint, model, run)):
+        source = resolve_model(conn, checkpoint, model, weights, run)
+        chosen = [p for p in preds if p.model_key == source.key]
+        if not chosen:
+            raise DogbreedError(
+                f"image {image_id} has no prediction from {source.name}; run "
+                f"'dogbreed predict --id {image_id}' with that model first"
+            )
+        pred = chosen[0]
+    target = output or Path(f"view-{image_id}.png")
+    if target.is_dir():
+        target = target / f"view-{image_id}.png"
+    data = images.get_image_bytes(conn, image_id)
+    path = viz.render_view(
+        data,
+        pred.top(top_k),
+        image.ground_truth,
+        target,
+        heading=f"image {image_id}: {clean(image.filename)}",
+        model=f"{clean(pred.model)} on {clean(pred.device)}, {when(pred.created_at)}",
+        dog_probability=pred.dog_probability,
+    )
+    out.print(safe(path), soft_wrap=True)

@@ -1,0 +1,202 @@
+"""Which model: turn what the user asked for (a checkpoint, a run, a ready ImageNet model, an export, or nothing)
+into a ``ModelSource`` that engines can load and the store can name.
+
+With nothing asked for, the default is, in order: the model the user pinned (``dogbreed models --default``), else
+the best finished training run (highest validation accuracy among the finished runs on the newest run's dataset:
+never silently the newest when an older one is better), else the default ready model. Every output names the model
+used and why it was chosen.
+
+Light module: no torch import (predict on OpenVINO needs none).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dogbreed.errors import DogbreedError
+from dogbreed.files import file_sha256
+from dogbreed.store import runs as run_rows
+from dogbreed.store import settings
+from dogbreed.store.jobs import ModelId
+
+KINDS = ("checkpoint", "ready", "export")
+EXPORT_SUFFIXES = (".onnx", ".xml")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    kind: str  # checkpoint | ready | export
+    ref: str  # checkpoint/export: absolute path; ready: torchvision:<arch>:<weights> or the weights file's path
+    key: str  # identity: the file's sha256, or torchvision:<arch>:<weights>
+    name: str  # what people read
+    arch: str | None = None  # ready models
+    weights: str | None = None  # ready models: the torchvision weights name
+    weights_file: str | None = None  # ready models loaded from a local state dict
+    run_id: int | None = None
+    reason: str = ""  # why this model (when it was chosen by default)
+
+    @property
+    def identity(self) -> ModelId:
+        return ModelId(self.key, self.ref, self.name)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.weights_file or self.ref)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSource:
+        return cls(**json.loads(text))
+
+
+def _regular_file(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DogbreedError(f"{what} {path} does not exist; train one with 'dogbreed train' or check the path")
+    if path.is_dir():
+        raise DogbreedError(f"{what} {path} is a folder; pass the model file inside it")
+    if not path.is_file():
+        raise DogbreedError(f"{what} {path} is not a regular file")
+    return path.resolve()
+
+
+def from_checkpoint(path: Path | str, run_id: int | None = None, reason: str = "") -> ModelSource:
+    """A dogbreed checkpoint, or an exported model (ONNX, OpenVINO IR) that carries its own description."""
+    path = _regular_file(Path(path), "checkpoint")
+    kind = "export" if path.suffix.lower() in EXPORT_SUFFIXES else "checkpoint"
+    key = _export_key(path) if kind == "export" else file_sha256(path)
+    return ModelSource(kind, str(path), key, path.name, run_id=run_id, reason=reason)
+
+
+def _export_key(path: Path) -> str:
+    """An OpenVINO IR is two files (.xml graph, .bin weights): its identity covers both."""
+    key = file_sha256(path)
+    weights = path.with_suffix(".bin")
+    if path.suffix.lower() == ".xml" and weights.is_file():
+        key = file_sha256(weights)[:32] + key[:32]
+    return key
+
+
+def from_ready(arch: str, weights: str | None = None, weights_file: Path | str | None = None) -> ModelSource:
+    """A torchvision ImageNet classifier used as a breed classifier. Imports torchvision (to check the name)."""
+    from dogbreed import zoo
+    from dogbreed.model import resolve_arch
+
+    arch = resolve_arch(arch)
+    info = zoo.describe(arch, weights)
+    if weights_file is not None:
+        path = _regular_file(Path(weights_file), "weights file")
+        return ModelSource(
+            "ready", str(path), file_sha256(path), f"{arch} (ImageNet, {path.name})", arch, info.weights, str(path)
+        )
+    ref = f"torchvision:{arch}:{info.weights}"
+    return ModelSource("ready", ref, ref, f"{arch} (ImageNet {info.weights})", arch, info.weights)
+
+
+def from_run(conn: sqlite3.Connection, run_id: int, reason: str = "") -> ModelSource:
+    run = run_rows.get_run(conn, run_id)
+    if run is None:
+        raise DogbreedError(f"no training run with id {run_id}; see 'dogbreed stats'")
+    if not run.checkpoint_path:
+        raise DogbreedError(f"run {run_id} kept no checkpoint ({run.status}); choose another run")
+    if not Path(run.checkpoint_path).is_file():
+        raise DogbreedError(f"run {run_id}'s checkpoint {run.checkpoint_path} no longer exists")
+    return from_checkpoint(run.checkpoint_path, run_id=run_id, reason=reason)
+
+
+def best_run(conn: sqlite3.Connection) -> tuple[int, str] | None:
+    """(run id, why) of the best finished run whose checkpoint still exists, or None."""
+    finished = [r for r in run_rows.finished_with_checkpoint(conn) if Path(r.checkpoint_path).is_file()]
+    if not finished:
+        return None
+    dataset = finished[0].dataset  # the newest finished run's dataset: scores on other data do not compare
+    same = [r for r in finished if r.dataset == dataset]
+    best = max(same, key=lambda r: (r.best_val_acc or 0.0, r.id))
+    why = f"best validation accuracy ({best.best_val_acc:.1%}) of {len(same)} finished run(s) on {dataset}"
+    return best.id, why
+
+
+def parse_pin(text: str) -> tuple[str, str]:
+    kind, _, value = text.partition(":")
+    return kind, value
+
+
+def pin(conn: sqlite3.Connection, source: ModelSource | None) -> None:
+    """Make ``source`` the default model of this store (None: back to the automatic choice)."""
+    if source is None:
+        settings.set_setting(conn, settings.DEFAULT_MODEL, None)
+        return
+    if source.run_id is not None:
+        value = f"run:{source.run_id}"
+    elif source.kind == "ready" and not source.weights_file:
+        value = f"ready:{source.arch}:{source.weights}"
+    else:
+        value = f"file:{source.ref}" if source.kind != "ready" else f"weights:{source.arch}:{source.weights_file}"
+    settings.set_setting(conn, settings.DEFAULT_MODEL, value)
+
+
+def pinned(conn: sqlite3.Connection) -> ModelSource | None:
+    value = settings.get_setting(conn, settings.DEFAULT_MODEL)
+    if not value:
+        return None
+    kind, rest = parse_pin(value)
+    why = "pinned with 'dogbreed models --default'"
+    try:
+        if kind == "run":
+            return from_run(conn, int(rest), reason=why)
+        if kind == "file":
+            return from_checkpoint(rest, reason=why)
+        if kind == "ready":
+            arch, _, weights = rest.partition(":")
+            return _with_reason(from_ready(arch, weights or None), why)
+        if kind == "weights":
+            arch, _, path = rest.partition(":")
+            return _with_reason(from_ready(arch, weights_file=path), why)
+    except DogbreedError as exc:
+        raise DogbreedError(
+            f"the pinned default model cannot be used: {exc} (change it: 'dogbreed models --default')"
+        ) from None
+    raise DogbreedError(f"the pinned default model {value!r} is not understood; pin another with 'dogbreed models'")
+
+
+def _with_reason(source: ModelSource, reason: str) -> ModelSource:
+    return ModelSource(**{**asdict(source), "reason": reason})
+
+
+def resolve(
+    conn: sqlite3.Connection | None,
+    *,
+    checkpoint: Path | str | None = None,
+    model: str | None = None,
+    weights: Path | str | None = None,
+    run: int | None = None,
+) -> ModelSource:
+    """The model a command should use (see the module doc for the default order)."""
+    if sum(x is not None for x in (checkpoint, run)) + (model is not None and checkpoint is None) > 1:
+        raise DogbreedError("choose one model: --checkpoint, --run or --model")
+    if weights is not None and model is None:
+        raise DogbreedError("--weights needs --model ARCH (the architecture those ImageNet weights are for)")
+    if checkpoint is not None:
+        if model is not None:
+            raise DogbreedError("--checkpoint already names the model; drop --model")
+        return from_checkpoint(checkpoint)
+    if run is not None:
+        if conn is None:
+            raise DogbreedError("--run needs a store")
+        return from_run(conn, run)
+    if model is not None:
+        return from_ready(model, weights_file=weights)
+    if conn is not None:
+        chosen = pinned(conn)
+        if chosen is not None:
+            return chosen
+        best = best_run(conn)
+        if best is not None:
+            return from_run(conn, best[0], reason=best[1])
+    from dogbreed.zoo import DEFAULT_READY
+
+    return _with_reason(from_ready(DEFAULT_READY), "no trained model yet: the default ready ImageNet model")
