@@ -47,7 +47,7 @@ def demo(session: nox.Session) -> None:
         session.run("dogbreed", *args, env=env)
 
     if not os.path.isdir(os.path.join(DEMO_DATA, "Images")):
-        dogbreed("dataset", "synthetic", "--dir", DEMO_DATA, "--breeds", "6", "--per-class", "40")
+        dogbreed("dataset", "synthetic", "--dataset", DEMO_DATA, "--breeds", "6", "--per-class", "40")
     dogbreed("dataset", "info", "--dataset", DEMO_DATA)
     dogbreed(
         "train",
@@ -60,9 +60,9 @@ def demo(session: nox.Session) -> None:
         "64",
         "--epochs",
         "4",
-        "--batch",
+        "--batch-size",
         "32",
-        "--workers",
+        "--loader-workers",
         "0",
         "--name",
         "demo",

@@ -136,8 +136,10 @@ def dataset_synthetic_cmd(
     lists: bool = typer.Option(True, "--lists/--no-lists", help="Also write official-style lists/*.mat."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Random seed."),
 ) -> None:
-    """Write a small SYNTHETIC dataset (coloured stripe patterns, not dogs) in the Stanford layout, where train
-    looks by default."""
+    """Write a small SYNTHETIC dataset (stripe patterns, not dogs) in the Stanford layout.
+
+    It goes where train looks by default, so 'dogbreed dataset synthetic && dogbreed train' works offline.
+    """
     from dogbreed.errors import DogbreedError
     from dogbreed.synthetic import make_synthetic
 

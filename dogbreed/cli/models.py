@@ -49,8 +49,11 @@ def models_cmd(
     as_csv: CsvOpt = False,
     as_nl: NlOpt = False,
 ) -> None:
-    """The ready models (torchvision ImageNet classifiers, usable as breed classifiers without training): published
-    ImageNet top-1, GFLOPs, file size, whether the weights are cached; and the model predict uses by default."""
+    """List the ready ImageNet models and pin the one predict uses by default.
+
+    Every Stanford breed is an ImageNet class, so these torchvision classifiers are breed classifiers with no
+    training: published ImageNet top-1, GFLOPs, file size, and whether the weights are already cached.
+    """
     from pathlib import Path
 
     from dogbreed import sources, zoo

@@ -133,8 +133,11 @@ def predict_cmd(
     as_csv: CsvOpt = False,
     as_nl: NlOpt = False,
 ) -> None:
-    """Classify photos: given as PATHs (stored first, duplicates recognised) or already stored (--id, --all,
-    --pending). Every job and prediction is recorded in the store with the model that made it."""
+    """Classify photos, new (PATH...) or already stored (--id, --all, --pending).
+
+    PATHs are stored first (duplicates recognised). Every job and prediction is recorded in the store with the
+    model that made it; with no model named, the pinned default, else the best trained run, else a ready one.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from dogbreed import predict
@@ -332,8 +335,11 @@ def view_cmd(
     weights: WeightsOpt = None,
     run: RunOpt = None,
 ) -> None:
-    """Write a PNG: the photo, a bar chart of its top-k breeds (only breeds the model knows), a title coloured by
-    correctness, and the image, file and model it shows."""
+    """Draw one image's prediction to a PNG.
+
+    The photo, a bar chart of its top-k breeds (only breeds the model knows), a title coloured by correctness,
+    the image id, file name and model, and a mark when the photo is probably not a dog.
+    """
     from dogbreed import viz
     from dogbreed.store import images, predictions
 

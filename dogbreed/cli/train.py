@@ -277,8 +277,10 @@ def stats_cmd(
     as_csv: CsvOpt = False,
     as_nl: NlOpt = False,
 ) -> None:
-    """Training runs and their metrics, and a summary of the store; with RUN, that run's epochs (CSV: one row
-    per epoch)."""
+    """Training runs, their metrics and a summary of the store; with RUN, that run's epochs.
+
+    With RUN, --csv and --nl give one row per epoch; --plot draws the curves.
+    """
     from dogbreed.imagenet import DOG_THRESHOLD
     from dogbreed.store import runs
 
