@@ -1,13 +1,23 @@
-"""Training: explicit, flag-driven, with honest metrics.
+"""Training: explicit, flag-driven, with honest metrics, resumable, on one process or many.
 
 - The official split decides train vs test; validation (model selection) is carved from the training part; the
-  test part is evaluated once, at the end, with the best epoch's weights.
-- Metrics come from scikit-learn, not hand-written formulas.
+  test part is scored once, at the end, with the best epoch's weights, through predict's engine and preprocessing
+  (``evaluate.score``): ``dogbreed eval`` of the run on its test split gives the very same numbers.
+- Each architecture gets its own published preprocessing (``preprocessing_for``), recorded in the checkpoint.
+- Metrics come from scikit-learn (``evaluate.compute_metrics`` / ``build_report``), not hand-written formulas.
 - Extractor mode runs the frozen backbone over the (centre-cropped) images once and trains the head on those
   cached features; epochs after the first then cost a small fraction of it. What is traded away: random crops and
   flips for the head (use ``cache_features=False`` to keep them).
-- Every run is recorded in the store (parameters, epochs, test report, checkpoint and its sha256, timings,
-  status); Ctrl-C keeps the best checkpoint so far and marks the run interrupted.
+- Mixed precision (``mixed_precision.choose``): bf16 autocast where the hardware has it, fp16 with a gradient
+  scaler on other CUDA GPUs, else fp32.
+- Every run is recorded in the store (parameters, epochs, test report, checkpoint and its sha256, precision,
+  timings, status). After every epoch the full training state (weights, optimizer, scheduler, gradient scaler,
+  every rank's RNG state, the epochs so far, the best weights) is written atomically to the run's
+  ``last_checkpoint_path``, so an interrupted, failed or killed run continues with ``resume`` exactly where its
+  last completed epoch left it. Ctrl-C keeps the best checkpoint and marks the run interrupted; SIGTERM (what
+  torchrun sends when another rank dies) marks it failed.
+- Under torchrun (``distributed.py``) every rank trains a DistributedDataParallel replica on its share; rank 0
+  alone writes the store, the checkpoints and the console.
 """
 
 from __future__ import annotations
@@ -16,36 +26,53 @@ import copy
 import math
 import os
 import random
+import signal
+import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
-from dogbreed import imaging
+from dogbreed import distributed, imaging
 from dogbreed.dataset import DatasetIndex, Sample, make_splits, scan, verify
+from dogbreed.distributed import Context
 from dogbreed.errors import DogbreedError
-from dogbreed.files import read_regular_file, safe_name
+from dogbreed.evaluate import build_report, compute_metrics, score
+from dogbreed.files import safe_name
+from dogbreed.imagesets import Batch, DatasetImages, EvalTransform, loader
 from dogbreed.imaging import Preprocessing
-from dogbreed.model import CheckpointMeta, Classifier, build_model, resolve_arch, save_checkpoint, select_device
+from dogbreed.mixed_precision import Precision
+from dogbreed.model import (
+    CheckpointMeta,
+    Classifier,
+    build_model,
+    read_checkpoint,
+    resolve_arch,
+    save_checkpoint,
+    select_device,
+)
 from dogbreed.store import connect
 from dogbreed.store import runs as run_rows
+
+STATE_KEY = "train_state"  # where a last-state checkpoint keeps what resuming needs
 
 
 @dataclass
 class TrainConfig:
     dataset: Path
     checkpoints_dir: Path
-    model: str = "ResNet"
-    mode: str = "extractor"
+    model: str | None = "ResNet"  # None: the warm-start source's architecture (else ResNet)
+    mode: str | None = "extractor"  # None: the warm-start source's mode (else extractor)
     epochs: int = 10
     batch: int = 64
     lr: float = 1e-3
-    image_size: int | None = None  # None: the architecture's own crop size
+    image_size: int | None = None  # None: the architecture's own crop size (or the warm-start source's)
     pretrained: bool = True
     weights: Path | None = None
     device: str = "auto"
@@ -56,9 +83,23 @@ class TrainConfig:
     save: bool = True
     cache_features: bool = True
     val_fraction: float = 0.1
+    precision: str = "auto"
+    init_from: str | None = None  # warm start: a run id or a dogbreed checkpoint path
+    tensorboard: Path | None = None
 
     def params(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], checkpoints_dir: Path) -> TrainConfig:
+        """The configuration a run was started with (keys of older or newer versions ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in params.items() if k in known}
+        values["checkpoints_dir"] = Path(values.get("checkpoints_dir") or checkpoints_dir)
+        for key in ("dataset", "weights", "tensorboard"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return cls(**values)
 
 
 class Listener:
@@ -96,44 +137,16 @@ class TrainResult:
     test: dict[str, Any] | None
     epochs: list[dict[str, Any]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"
+    resumed_after: int | None = None  # the epoch a resumed run continued from
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (torchrun stops the other ranks this way when one dies). A BaseException, like Ctrl-C, so
+    that no ``except Exception`` on the way swallows it."""
 
 
 # ---------------------------------------------------------------- data
-
-
-class ImageFiles(Dataset):
-    """Dataset images as tensors; a file that fails to decode comes back as None and is skipped by the batch."""
-
-    def __init__(self, index: DatasetIndex, samples: list[Sample], transform):
-        self.root, self.samples, self.transform = index.images_dir, samples, transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):
-        sample = self.samples[i]
-        try:
-            data = read_regular_file(self.root / sample.path, imaging.MAX_BYTES)
-            return self.transform(data), sample.label, sample.path
-        except Exception:
-            return None, sample.label, sample.path
-
-
-class Batch(NamedTuple):
-    x: torch.Tensor | None
-    y: torch.Tensor | None
-    paths: list[str]  # the images in x, in order
-    failed: list[str]  # images of this batch that could not be decoded
-
-
-def _collate(items) -> Batch:
-    good = [(x, y, path) for x, y, path in items if x is not None]
-    failed = [path for x, _, path in items if x is None]
-    if not good:
-        return Batch(None, None, [], failed)
-    return Batch(
-        torch.stack([x for x, _, _ in good]), torch.tensor([y for _, y, _ in good]), [p for *_, p in good], failed
-    )
 
 
 class TrainTransform:
@@ -152,186 +165,6 @@ class TrainTransform:
         return torch.from_numpy(imaging.normalise(self.augment(img), self.prep))
 
 
-class EvalTransform:
-    """Exactly the preprocessing `predict` uses."""
-
-    def __init__(self, prep: Preprocessing):
-        self.prep = prep
-
-    def __call__(self, data: bytes) -> torch.Tensor:
-        return torch.from_numpy(imaging.preprocess(data, self.prep))
-
-
-def _loader(dataset: Dataset, batch: int, shuffle: bool, workers: int, seed: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset,
-        batch_size=batch,
-        shuffle=shuffle,
-        num_workers=workers,
-        collate_fn=_collate,
-        generator=generator,
-        persistent_workers=False,
-    )
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def compute_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Top-1 accuracy, top-5 accuracy and macro F1 (over the classes present in truth or prediction),
-    all from scikit-learn."""
-    from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
-
-    y_pred = probs.argmax(axis=1)
-    k = min(5, num_classes)
-    labels = list(range(num_classes))
-    top5 = 1.0 if k >= num_classes else top_k_accuracy_score(y_true, probs, k=k, labels=labels)
-    return {
-        "acc": float(accuracy_score(y_true, y_pred)),
-        "top5": float(top5),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-    }
-
-
-def build_report(
-    y_true: np.ndarray, probs: np.ndarray, classes: list[str], paths: list[str], most_confused: int = 10
-) -> dict:
-    """Final report on the test split: accuracy, top-5, macro F1, per-breed F1, most-confused pairs."""
-    from sklearn.metrics import confusion_matrix, f1_score
-
-    n = len(classes)
-    y_pred = probs.argmax(axis=1)
-    summary = compute_metrics(y_true, probs, n)
-    per_breed = f1_score(y_true, y_pred, average=None, labels=list(range(n)), zero_division=0)
-    cm = confusion_matrix(y_true, y_pred, labels=list(range(n)))
-    np.fill_diagonal(cm, 0)
-    pairs = sorted(((int(cm[i, j]), i, j) for i in range(n) for j in range(n) if cm[i, j]), reverse=True)
-    return {
-        "n": int(len(y_true)),
-        "accuracy": summary["acc"],
-        "top5": summary["top5"],
-        "macro_f1": summary["macro_f1"],
-        "per_breed_f1": {classes[i]: float(f) for i, f in enumerate(per_breed)},
-        "most_confused": [
-            {"true": classes[i], "predicted": classes[j], "count": c} for c, i, j in pairs[:most_confused]
-        ],
-        "classes": classes,
-        "y_true": [int(v) for v in y_true],
-        "y_pred": [int(v) for v in y_pred],
-        "paths": paths,
-    }
-
-
-# ---------------------------------------------------------------- loops
-
-
-def _train_epoch(
-    model: nn.Module, loader, optimizer, device, listener: Listener, skipped: set[str]
-) -> tuple[float, float, float]:
-    """One pass over the training data: (mean loss, accuracy, macro F1) of the predictions made while training."""
-    from sklearn.metrics import f1_score
-
-    model.train()
-    loss_fn = nn.CrossEntropyLoss()
-    total_loss, correct, seen = 0.0, 0, 0
-    ys, preds = [], []
-    for x, y, _paths, failed in loader:
-        skipped.update(failed)
-        if x is None or len(y) < 2:  # BatchNorm cannot train on a single sample
-            listener.advance(len(failed) + (0 if y is None else len(y)))
-            continue
-        x, y = x.to(device), y.to(device)
-        optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        loss.backward()
-        optimizer.step()
-        if not math.isfinite(loss.item()):
-            raise DogbreedError(
-                f"the training loss became {loss.item()} (diverged); lower --lr "
-                f"(now {optimizer.param_groups[0]['lr']:g})"
-            )
-        total_loss += loss.item() * len(y)
-        predicted = logits.argmax(1)
-        correct += int((predicted == y).sum())
-        seen += len(y)
-        ys.append(y.cpu().numpy())
-        preds.append(predicted.cpu().numpy())
-        listener.advance(len(y) + len(failed), loss=total_loss / seen)
-    f1 = float(f1_score(np.concatenate(ys), np.concatenate(preds), average="macro", zero_division=0)) if ys else 0.0
-    return total_loss / max(seen, 1), correct / max(seen, 1), f1
-
-
-@torch.inference_mode()
-def _evaluate(forward, loader, device, listener: Listener, skipped: set[str]) -> Evaluation:
-    loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    total, ys, probs, paths = 0.0, [], [], []
-    for x, y, batch_paths, failed in loader:
-        skipped.update(failed)
-        if x is None:
-            listener.advance(len(failed))
-            continue
-        logits = forward(x.to(device)).float()
-        total += float(loss_fn(logits, y.to(device)))
-        ys.append(y.numpy())
-        probs.append(torch.softmax(logits, 1).cpu().numpy())
-        paths.extend(batch_paths)
-        listener.advance(len(y) + len(failed))
-    if not ys:
-        raise DogbreedError("no readable images to evaluate on")
-    y_all = np.concatenate(ys)
-    return Evaluation(total / len(y_all), y_all, np.concatenate(probs), paths)
-
-
-@torch.inference_mode()
-def _extract(
-    model: Classifier, loader, device, listener: Listener, skipped: set[str]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    model.eval()
-    feats, labels = [], []
-    for x, y, _paths, failed in loader:
-        skipped.update(failed)
-        if x is not None:
-            feats.append(model.features(x.to(device)).float().cpu())
-            labels.append(y)
-        listener.advance(len(failed) + (0 if y is None else len(y)))
-    if not feats:
-        raise DogbreedError("no readable images to extract features from")
-    return torch.cat(feats), torch.cat(labels)
-
-
-def _head_loader(feats: torch.Tensor, labels: torch.Tensor, batch: int, shuffle: bool, seed: int) -> DataLoader:
-    def collate(items) -> Batch:
-        return Batch(torch.stack([f for f, _ in items]), torch.stack([y for _, y in items]), [], [])
-
-    drop_last = shuffle and len(labels) % batch == 1  # never leave BatchNorm a batch of one
-    return DataLoader(
-        TensorDataset(feats, labels),
-        batch_size=batch,
-        shuffle=shuffle,
-        drop_last=drop_last,
-        generator=torch.Generator().manual_seed(seed),
-        collate_fn=collate,
-    )
-
-
-# ---------------------------------------------------------------- the run
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _skipped(verified_bad: dict[str, str], failed_during_run: set[str]) -> dict[str, str]:
-    skipped = dict(verified_bad)
-    for path in failed_during_run:
-        skipped.setdefault(path, "could not be decoded during training")
-    return skipped
-
-
 @dataclass
 class _Data:
     index: DatasetIndex
@@ -342,8 +175,9 @@ class _Data:
     official: bool
 
 
-def _prepare_data(config: TrainConfig, listener: Listener) -> _Data:
-    """Scan, split and verify the dataset; unreadable images are left out of every split."""
+def _prepare_data(config: TrainConfig, listener: Listener, ctx: Context) -> _Data:
+    """Scan, split and verify the dataset; unreadable images are left out of every split. Rank 0 verifies; the
+    others take its verdict."""
     index = scan(config.dataset)
     splits = make_splits(
         index, seed=config.seed, val_fraction=config.val_fraction, limit_per_class=config.limit_per_class
@@ -355,8 +189,11 @@ def _prepare_data(config: TrainConfig, listener: Listener) -> _Data:
             f"{config.dataset} is too small to split into train/validation/test "
             f"({len(splits.train)}/{len(splits.val)}/{len(splits.test)}); add images"
         )
-    listener.stage("verifying dataset images (cached after the first run)")
-    bad = verify(index)
+    bad: dict[str, str] = {}
+    if ctx.main:
+        listener.stage("verifying dataset images (cached after the first run)")
+        bad = verify(index)
+    bad = distributed.broadcast(ctx, bad)
     for path, reason in sorted(bad.items()):
         listener.warn(f"skipping unreadable dataset image {path}: {reason}")
     train_s, val_s, test_s = (
@@ -365,134 +202,424 @@ def _prepare_data(config: TrainConfig, listener: Listener) -> _Data:
     return _Data(index, train_s, val_s, test_s, bad, splits.official)
 
 
+def _in_order(parts: list[Any], order: list[str]) -> list[int]:
+    """Positions that put gathered items (keyed by path) back in the order of ``order``."""
+    where = {key: i for i, key in enumerate(order)}
+    return sorted(range(len(parts)), key=lambda i: where[parts[i]])
+
+
+# ---------------------------------------------------------------- loops
+
+
+def _train_epoch(
+    model: nn.Module,
+    batches,
+    optimizer,
+    device,
+    listener: Listener,
+    skipped: set[str],
+    amp: Precision,
+    scaler,
+    ctx: Context,
+) -> tuple[float, float, float]:
+    """One pass over the training data: (mean loss, accuracy, macro F1) of the predictions made while training,
+    over every rank's batches."""
+    from sklearn.metrics import f1_score
+
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    total_loss, seen = 0.0, 0
+    ys, preds = [], []
+    for x, y, _keys, failed in batches:
+        skipped.update(failed)
+        # BatchNorm cannot train on a single sample; under DDP every rank must take the same steps
+        if not distributed.all_agree(ctx, x is not None and len(y) >= 2):
+            listener.advance(len(failed) + (0 if y is None else len(y)))
+            continue
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with amp.autocast():
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise DogbreedError(
+                f"the training loss became {value} (diverged); lower --lr (now {optimizer.param_groups[0]['lr']:g})"
+            )
+        total_loss += value * len(y)
+        seen += len(y)
+        ys.append(y.cpu().numpy())
+        preds.append(logits.argmax(1).cpu().numpy())
+        listener.advance(len(y) + len(failed), loss=total_loss / seen)
+    local = (total_loss, seen, _cat(ys), _cat(preds))
+    parts = distributed.gather(ctx, local)
+    total_loss = sum(p[0] for p in parts)
+    seen = sum(p[1] for p in parts)
+    y_all, pred_all = _cat([p[2] for p in parts]), _cat([p[3] for p in parts])
+    if not seen:
+        return 0.0, 0.0, 0.0
+    f1 = float(f1_score(y_all, pred_all, average="macro", zero_division=0))
+    return total_loss / seen, float((y_all == pred_all).mean()), f1
+
+
+def _cat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+
+
+@torch.inference_mode()
+def _evaluate(forward, batches, device, listener: Listener, skipped: set[str], amp: Precision) -> Evaluation:
+    """Loss and probabilities over this process's batches (not yet gathered)."""
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    total, ys, probs, paths = 0.0, [], [], []
+    for x, y, keys, failed in batches:
+        skipped.update(failed)
+        if x is None:
+            listener.advance(len(failed))
+            continue
+        with amp.autocast():
+            logits = forward(x.to(device))
+        logits = logits.float()
+        total += float(loss_fn(logits, y.to(device)))
+        ys.append(y.numpy())
+        probs.append(torch.softmax(logits, 1).cpu().numpy())
+        paths.extend(keys)
+        listener.advance(len(y) + len(failed))
+    width = 0 if not probs else probs[0].shape[1]
+    return Evaluation(total, _cat(ys), np.concatenate(probs) if probs else np.zeros((0, width)), paths)
+
+
+def _gathered(ctx: Context, local: Evaluation, order: list[str]) -> Evaluation:
+    """Every rank's share of an evaluation, in the order of ``order``, with the mean loss."""
+    parts = distributed.gather(ctx, local)
+    paths = [p for part in parts for p in part.paths]
+    if not paths:
+        raise DogbreedError("no readable images to evaluate on")
+    ys = np.concatenate([part.y_true for part in parts])
+    probs = np.concatenate([part.probs for part in parts if len(part.y_true)])
+    at = _in_order(paths, order)
+    return Evaluation(sum(part.loss for part in parts) / len(paths), ys[at], probs[at], [paths[i] for i in at])
+
+
+@torch.inference_mode()
+def _extract(
+    model: Classifier, batches, device, listener: Listener, skipped: set[str], amp: Precision
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    model.eval()
+    feats, labels, keys = [], [], []
+    for x, y, batch_keys, failed in batches:
+        skipped.update(failed)
+        if x is not None:
+            with amp.autocast():
+                feats.append(model.features(x.to(device)).float().cpu())
+            labels.append(y)
+            keys.extend(batch_keys)
+        listener.advance(len(failed) + (0 if y is None else len(y)))
+    if not feats:
+        return torch.zeros(0, model.feature_dim), torch.zeros(0, dtype=torch.long), []
+    return torch.cat(feats), torch.cat(labels), keys
+
+
+def _head_loader(
+    feats: torch.Tensor, labels: torch.Tensor, batch: int, shuffle: bool, seed: int, sampler=None
+) -> DataLoader:
+    def collate(items) -> Batch:
+        return Batch(torch.stack([f for f, _ in items]), torch.stack([y for _, y in items]), [], [])
+
+    drop_last = shuffle and sampler is None and len(labels) % batch == 1  # never leave BatchNorm a batch of one
+    return DataLoader(
+        TensorDataset(feats, labels),
+        batch_size=batch,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate,
+    )
+
+
+# ---------------------------------------------------------------- fitters
+
+
+def _train_sampler(dataset, ctx: Context, seed: int):
+    if not ctx.active:
+        return None
+    from torch.utils.data.distributed import DistributedSampler
+
+    return DistributedSampler(dataset, num_replicas=ctx.world, rank=ctx.rank, shuffle=True, seed=seed)
+
+
 class _FullFitter:
     """Each epoch: the images (augmented) through the trainable network, then validation."""
 
     def __init__(
-        self, model: Classifier, data: _Data, config: TrainConfig, prep: Preprocessing, device, listener: Listener
+        self,
+        model: Classifier,
+        data: _Data,
+        config: TrainConfig,
+        prep: Preprocessing,
+        device,
+        listener,
+        amp: Precision,
+        ctx: Context,
     ):
-        self.model, self.data, self.device, self.listener = model, data, device, listener
+        self.model, self.data, self.device, self.listener, self.amp, self.ctx = model, data, device, listener, amp, ctx
         self.skipped: set[str] = set()
-        train_set = ImageFiles(data.index, data.train, TrainTransform(prep))
-        val_set = ImageFiles(data.index, data.val, EvalTransform(prep))
-        self.train_loader = _loader(train_set, config.batch, True, config.workers, config.seed)
-        self.val_loader = _loader(val_set, config.batch, False, config.workers, config.seed)
+        train_set = DatasetImages(data.index, data.train, TrainTransform(prep))
+        self.sampler = _train_sampler(train_set, ctx, config.seed)
+        self.train_loader = loader(
+            train_set, config.batch, workers=config.workers, shuffle=True, seed=config.seed, sampler=self.sampler
+        )
+        val_share = [data.val[i] for i in ctx.shard(len(data.val))]
+        val_set = DatasetImages(data.index, val_share, EvalTransform(prep))
+        self.val_loader = loader(val_set, config.batch, workers=config.workers, seed=config.seed)
+        self.net = distributed.wrap(ctx, model, device)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=1e-4)
 
-    def epoch(self, n: int) -> tuple[tuple[float, float, float], Evaluation]:
-        self.listener.start(f"epoch {n}: train", len(self.data.train))
-        trained = _train_epoch(self.model, self.train_loader, self.optimizer, self.device, self.listener, self.skipped)
+    @property
+    def generator(self) -> torch.Generator:
+        return self.train_loader.generator
+
+    def epoch(self, n: int, scaler) -> tuple[tuple[float, float, float], Evaluation]:
+        if self.sampler is not None:
+            self.sampler.set_epoch(n)
+        self.listener.start(f"epoch {n}: train", len(self.data.train) // self.ctx.world)
+        trained = _train_epoch(
+            self.net,
+            self.train_loader,
+            self.optimizer,
+            self.device,
+            self.listener,
+            self.skipped,
+            self.amp,
+            scaler,
+            self.ctx,
+        )
         self.listener.stop()
         self.model.eval()
-        self.listener.start(f"epoch {n}: validate", len(self.data.val))
-        val = _evaluate(self.model, self.val_loader, self.device, self.listener, self.skipped)
+        self.listener.start(f"epoch {n}: validate", len(self.val_loader.dataset))
+        local = _evaluate(self.model, self.val_loader, self.device, self.listener, self.skipped, self.amp)
         self.listener.stop()
-        return trained, val
+        return trained, _gathered(self.ctx, local, [s.path for s in self.data.val])
 
 
 class _CachedHeadFitter:
     """Extractor mode with cached features: the frozen backbone sees each (centre-cropped) image once, in
-    epoch 1; every epoch then trains the head alone on the stored feature vectors."""
+    epoch 1, each rank a share, gathered so every rank holds all of them; every epoch then trains the head alone on
+    the stored feature vectors."""
 
     def __init__(
-        self, model: Classifier, data: _Data, config: TrainConfig, prep: Preprocessing, device, listener: Listener
+        self,
+        model: Classifier,
+        data: _Data,
+        config: TrainConfig,
+        prep: Preprocessing,
+        device,
+        listener,
+        amp: Precision,
+        ctx: Context,
     ):
         self.model, self.data, self.config, self.device, self.listener = model, data, config, device, listener
-        self.prep = prep
+        self.prep, self.amp, self.ctx = prep, amp, ctx
         self.skipped: set[str] = set()
+        self.net = distributed.wrap(ctx, model.head, device)
         self.optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.lr, weight_decay=1e-4)
         self.features: tuple | None = None
+        self.generator = torch.Generator()  # unused: each epoch's head loader is seeded by the epoch
 
-    def _extract_all(self, n: int) -> tuple:
-        cfg, data = self.config, self.data
-        ev = EvalTransform(self.prep)
-        self.listener.start(f"epoch {n}: backbone features (once)", len(data.train) + len(data.val))
-        parts = tuple(
-            _extract(
-                self.model,
-                _loader(ImageFiles(data.index, part, ev), cfg.batch, False, cfg.workers, cfg.seed),
-                self.device,
-                self.listener,
-                self.skipped,
-            )
-            for part in (data.train, data.val)
+    def _extract_part(self, part: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg, ctx = self.config, self.ctx
+        share = [part[i] for i in ctx.shard(len(part))]
+        batches = loader(
+            DatasetImages(self.data.index, share, EvalTransform(self.prep)),
+            cfg.batch,
+            workers=cfg.workers,
+            seed=cfg.seed,
+        )
+        feats, labels, keys = _extract(self.model, batches, self.device, self.listener, self.skipped, self.amp)
+        parts = distributed.gather(ctx, (feats, labels, keys))
+        keys = [k for p in parts for k in p[2]]
+        if not keys:
+            raise DogbreedError("no readable images to extract features from")
+        at = _in_order(keys, [s.path for s in part])
+        return torch.cat([p[0] for p in parts])[at], torch.cat([p[1] for p in parts])[at]
+
+    def epoch(self, n: int, scaler) -> tuple[tuple[float, float, float], Evaluation]:
+        if self.features is None:
+            total = (len(self.data.train) + len(self.data.val)) // self.ctx.world
+            self.listener.start(f"epoch {n}: backbone features (once)", total)
+            self.features = (self._extract_part(self.data.train), self._extract_part(self.data.val))
+            self.listener.stop()
+        (train_x, train_y), (val_x, val_y) = self.features
+        sampler = None
+        if self.ctx.active:
+            sampler = _train_sampler(TensorDataset(train_x, train_y), self.ctx, self.config.seed)
+            sampler.set_epoch(n)
+        head_loader = _head_loader(train_x, train_y, self.config.batch, True, self.config.seed + n, sampler)
+        self.listener.start(f"epoch {n}: head", len(train_y) // self.ctx.world)
+        trained = _train_epoch(
+            self.net, head_loader, self.optimizer, self.device, self.listener, set(), self.amp, scaler, self.ctx
         )
         self.listener.stop()
-        return parts
-
-    def epoch(self, n: int) -> tuple[tuple[float, float, float], Evaluation]:
-        if self.features is None:
-            self.features = self._extract_all(n)
-        (train_x, train_y), (val_x, val_y) = self.features
-        self.listener.start(f"epoch {n}: head", len(train_y))
-        head_loader = _head_loader(train_x, train_y, self.config.batch, True, self.config.seed + n)
-        trained = _train_epoch(self.model.head, head_loader, self.optimizer, self.device, self.listener, set())
-        self.listener.stop()
         self.model.head.eval()
-        val = _evaluate(self.model.head, _head_loader(val_x, val_y, 4096, False, 0), self.device, Listener(), set())
-        return trained, val
+        val_batches = _head_loader(val_x, val_y, 4096, False, 0)
+        local = _evaluate(self.model.head, val_batches, self.device, Listener(), set(), self.amp)
+        # every rank holds every validation feature: each computes the same full validation
+        return trained, Evaluation(local.loss / max(len(val_y), 1), local.y_true, local.probs, local.paths)
+
+
+# ---------------------------------------------------------------- RNG state
+
+
+def _rng_state(device: torch.device, generator: torch.Generator) -> dict[str, Any]:
+    """Every random stream this process draws from, in a form ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "loader": generator.get_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device, generator: torch.Generator) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    keys = np_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, np_state["pos"], np_state["has_gauss"], np_state["cached"]))
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["loader"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _skipped(verified_bad: dict[str, str], failed_during_run: set[str]) -> dict[str, str]:
+    skipped = dict(verified_bad)
+    for path in failed_during_run:
+        skipped.setdefault(path, "could not be decoded during training")
+    return skipped
+
+
+# ---------------------------------------------------------------- the run record
 
 
 class _Run:
-    """One training run: its store record, its checkpoint, and the best epoch so far."""
+    """One training run: its store record and checkpoints (written by rank 0 only), and the best epoch so far
+    (known to every rank)."""
 
-    def __init__(
-        self, config: TrainConfig, db_path: Path, arch: str, device, classes: list[list[str]], prep: Preprocessing
-    ):
-        self.config, self.conn = config, connect(db_path)
-        self.id = run_rows.start_run(
-            self.conn,
-            name=config.name or f"{arch}-{config.mode}",
-            model=arch,
-            mode=config.mode,
-            device=str(device),
-            dataset=str(config.dataset),
-            params=config.params(),
-            num_classes=len(classes),
-            owner_pid=os.getpid(),
-        )
-        self.meta = CheckpointMeta(
-            arch,
-            config.mode,
-            classes,
-            image_size=prep.crop_size,
-            mean=list(prep.mean),
-            std=list(prep.std),
-            run_id=self.id,
-            resize_size=prep.resize_size,
-            interpolation=prep.interpolation,
-        )
-        stem = safe_name(config.name or f"{arch}-{config.mode}")  # a name never becomes a path
-        self.checkpoint = Path(config.checkpoints_dir) / f"{stem}-run{self.id}.pt"
+    def __init__(self, config: TrainConfig, ctx: Context, meta: CheckpointMeta):
+        self.config, self.ctx, self.meta = config, ctx, meta
+        self.conn = None
+        self.id = 0
+        self.checkpoint = self.last = Path()
         self.started = time.perf_counter()
         self.best_state: dict | None = None
-        self.result = TrainResult(self.id, "running", None, None, None, None)
+        self.result = TrainResult(0, "running", None, None, None, None)
+        self.rows: list[dict[str, Any]] = []
 
-    def end_epoch(self, model: nn.Module, row: dict[str, Any]) -> None:
-        """Store the epoch; when validation accuracy improves, keep the weights and write the checkpoint."""
-        run_rows.add_epoch(self.conn, self.id, row)
-        self.result.epochs.append(row)
-        if self.result.best_val_acc is not None and row["val_acc"] <= self.result.best_val_acc:
+    def open(self, db_path: Path, run_id: int | None, values: dict[str, Any]) -> None:
+        """Rank 0: start the run record (or take over ``run_id``, resumed); every rank learns its id."""
+        if self.ctx.main:
+            self.conn = connect(db_path)
+            if run_id is None:
+                run_id = run_rows.start_run(self.conn, owner_pid=os.getpid(), **values)
+        self.id = self.meta.run_id = self.result.run_id = distributed.broadcast(self.ctx, run_id)
+        stem = safe_name(self.config.name or f"{self.meta.arch}-{self.meta.mode}")  # a name never becomes a path
+        self.checkpoint = Path(self.config.checkpoints_dir) / f"{stem}-run{self.id}.pt"
+        self.last = Path(self.config.checkpoints_dir) / f"{stem}-run{self.id}.last.pt"
+
+    def restore(self, state: dict[str, Any], best_weights: dict, model: Classifier) -> None:
+        """A resumed run: its epochs and best epoch as the saved state has them; the best checkpoint rewritten from
+        the state (a kill between the two saves of an epoch leaves it one epoch behind)."""
+        self.rows = list(state["epochs"])
+        self.result.epochs = list(self.rows)
+        self.result.best_epoch, self.result.best_val_acc = state["best_epoch"], state["best_val_acc"]
+        self.result.resumed_after = state["epoch"]
+        self.best_state = best_weights
+        self.meta.metrics = dict(state.get("best_metrics") or {})
+        if not self.ctx.main:
             return
-        self.best_state = copy.deepcopy(model.state_dict())
-        self.result.best_epoch, self.result.best_val_acc = row["epoch"], row["val_acc"]
-        self.meta.metrics = {"best_epoch": row["epoch"], **{k: row[k] for k in ("val_acc", "val_top5", "val_f1")}}
-        values: dict[str, Any] = {"best_epoch": row["epoch"], "best_val_acc": row["val_acc"]}
+        run_rows.reopen_run(self.conn, self.id, state["epoch"], os.getpid(), epochs=self.rows)
+        values: dict[str, Any] = {"best_epoch": state["best_epoch"], "best_val_acc": state["best_val_acc"]}
         if self.config.save:
+            current = copy.deepcopy(model.state_dict())
+            model.load_state_dict(best_weights)
             values["checkpoint_sha256"] = save_checkpoint(self.checkpoint, model, self.meta)
             values["checkpoint_path"] = str(self.checkpoint.resolve())
+            model.load_state_dict(current)
             self.result.checkpoint = self.checkpoint
         run_rows.update_run(self.conn, self.id, **values)
 
-    def finish(self, model: nn.Module, report: dict[str, Any], skipped: dict[str, str]) -> None:
+    def end_epoch(self, model: Classifier, row: dict[str, Any], training_state: dict[str, Any]) -> None:
+        """Keep the best weights (every rank); rank 0 writes the training state, then the best checkpoint, then
+        the store. Each file is written atomically; a kill between them is repaired by ``restore``."""
+        improved = self.result.best_val_acc is None or row["val_acc"] > self.result.best_val_acc
+        self.rows.append(row)
+        self.result.epochs.append(row)
+        if improved:
+            self.best_state = copy.deepcopy(model.state_dict())
+            self.result.best_epoch, self.result.best_val_acc = row["epoch"], row["val_acc"]
+            self.meta.metrics = {
+                "best_epoch": row["epoch"],
+                **{k: row[k] for k in ("val_acc", "val_top5", "val_f1")},
+                "imagenet_overlap": self.meta.metrics.get("imagenet_overlap", False),
+            }
+        if not self.ctx.main:
+            return
+        values: dict[str, Any] = {}
+        if self.config.save:
+            state = {
+                **training_state,
+                "epochs": self.rows,
+                "best_epoch": self.result.best_epoch,
+                "best_val_acc": self.result.best_val_acc,
+                "best_metrics": dict(self.meta.metrics),
+                "best_state": None if improved else self.best_state,  # None: the weights of this very epoch
+            }
+            save_checkpoint(self.last, model, self.meta, extra={STATE_KEY: state})
+            values["last_checkpoint_path"] = str(self.last.resolve())
+            if improved:
+                values["checkpoint_sha256"] = save_checkpoint(self.checkpoint, model, self.meta)
+                values["checkpoint_path"] = str(self.checkpoint.resolve())
+                self.result.checkpoint = self.checkpoint
+        run_rows.add_epoch(self.conn, self.id, row)
+        run_rows.update_run(
+            self.conn, self.id, best_epoch=self.result.best_epoch, best_val_acc=self.result.best_val_acc, **values
+        )
+
+    def finish(self, model: Classifier, report: dict[str, Any], skipped: dict[str, str]) -> None:
+        self.result.status, self.result.test, self.result.skipped = "finished", report, skipped
+        if not self.ctx.main:
+            return
         self.meta.metrics.update(
             {"test_acc": report["accuracy"], "test_top5": report["top5"], "test_f1": report["macro_f1"]}
         )
         values: dict[str, Any] = {}
         if self.config.save:  # the final file carries the test metrics too
             values["checkpoint_sha256"] = save_checkpoint(self.checkpoint, model, self.meta)
-        self.result.status, self.result.test, self.result.skipped = "finished", report, skipped
+            self.last.unlink(missing_ok=True)  # a finished run is not resumed: its optimizer state goes
+            values["last_checkpoint_path"] = None
         run_rows.update_run(
             self.conn,
             self.id,
@@ -508,7 +635,12 @@ class _Run:
 
     def stop(self, status: str, skipped: dict[str, str] | None = None, error: str | None = None) -> None:
         self.result.status, self.result.skipped = status, skipped or {}
-        run_rows.update_run(self.conn, self.id, status=status, skipped=skipped or {}, error=error, **self._ended())
+        if self.ctx.main and self.conn is not None and self.id:
+            run_rows.update_run(self.conn, self.id, status=status, skipped=skipped or {}, error=error, **self._ended())
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
     def _ended(self) -> dict[str, Any]:
         from dogbreed.store import utcnow
@@ -535,6 +667,9 @@ def _epoch_row(
     }
 
 
+# ---------------------------------------------------------------- model plan: architecture, weights, preprocessing
+
+
 def preprocessing_for(arch: str, image_size: int | None) -> Preprocessing:
     """The architecture's own published preprocessing (torchvision's weights transforms: resize, crop,
     interpolation, mean, std); an explicit ``image_size`` sets the crop and scales the resize with it."""
@@ -550,6 +685,110 @@ def preprocessing_for(arch: str, image_size: int | None) -> Preprocessing:
     return Preprocessing(image_size, resize, prep.interpolation, prep.mean, prep.std)
 
 
+@dataclass
+class _Plan:
+    """What every rank needs to build the same model (rank 0 decides it; weights reach the others by broadcast)."""
+
+    arch: str
+    mode: str
+    prep: Preprocessing
+    imagenet_head: bool
+    imagenet_overlap: bool
+    init_from: str | None = None  # what the record says the weights came from
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Start:
+    """Where the weights (and, when resuming, the rest of the training state) come from: rank 0 only."""
+
+    weights: dict | None = None  # warm start: tensors to carry (name -> tensor)
+    state: dict | None = None  # resume: the saved training state
+    model_state: dict | None = None  # resume: the weights of the last completed epoch
+
+
+def _warm_source(ref: str, conn) -> tuple[Any, Any]:
+    """The checkpoint a warm start reads (a run id or a path) as a ModelSource, and its run when the store has
+    it."""
+    from dogbreed import sources
+    from dogbreed.evaluate import run_of
+
+    if ref.isdigit():
+        source = sources.from_run(conn, int(ref))
+    else:
+        source = sources.from_checkpoint(ref)
+        if source.kind != "checkpoint":
+            raise DogbreedError(f"--from needs a dogbreed checkpoint (.pt), not an exported model: {ref}")
+    return source, run_of(conn, source)
+
+
+def _plan_warm_start(config: TrainConfig, classes: list[list[str]], db_path: Path) -> tuple[_Plan, _Start]:
+    """--from: the source's architecture, mode and preprocessing unless the options say otherwise; its weights
+    wherever they fit (the head only for the same breeds in the same mode)."""
+    from dogbreed.evaluate import imagenet_overlap
+
+    conn = connect(db_path)
+    try:
+        source, source_run = _warm_source(str(config.init_from), conn)
+    finally:
+        conn.close()
+    meta, state, _ = read_checkpoint(source.ref)
+    if config.model is not None and resolve_arch(config.model) != meta.arch:
+        raise DogbreedError(
+            f"--from {config.init_from} is a {meta.arch}; a warm start keeps the architecture (drop --model)"
+        )
+    mode = config.mode or meta.mode
+    if config.image_size in (None, meta.image_size):
+        prep = meta.preprocessing
+    else:
+        prep = preprocessing_for(meta.arch, config.image_size)
+    same_head = mode == meta.mode and meta.wnids == [c[0] for c in classes]
+    carried = {k: v for k, v in state.items() if k.startswith(("backbone.", "imagenet_fc.")) or same_head}
+    notes = []
+    if not same_head:
+        why = f"{meta.mode} head -> {mode} head" if mode != meta.mode else "the dataset's breeds differ"
+        notes.append(f"warm start from {source.name}: backbone carried over, the head starts fresh ({why})")
+    overlap = imagenet_overlap(source, source_run, meta)
+    label = f"run {source_run.id}" if source_run is not None else source.ref
+    plan = _Plan(meta.arch, mode, prep, meta.imagenet_head and mode == "extractor", overlap, label, notes)
+    return plan, _Start(weights=carried)
+
+
+def _plan_fresh(config: TrainConfig) -> _Plan:
+    arch = resolve_arch(config.model or "ResNet")
+    mode = config.mode or "extractor"
+    from_imagenet = config.pretrained or config.weights is not None
+    keep = mode == "extractor" and from_imagenet
+    return _Plan(arch, mode, preprocessing_for(arch, config.image_size), keep, from_imagenet)
+
+
+def _build(plan: _Plan, config: TrainConfig, num_classes: int, ctx: Context, fresh: bool) -> Classifier:
+    """The model on every rank. Only a fresh run on rank 0 reads ImageNet weights: warm starts and resumes load
+    their own, and the other ranks get rank 0's by broadcast."""
+    if ctx.main and fresh and plan.init_from is None:
+        pretrained = config.pretrained and config.weights is None
+        return build_model(
+            plan.arch,
+            plan.mode,
+            num_classes,
+            pretrained=pretrained,
+            weights_file=config.weights,
+            keep_imagenet_head=plan.imagenet_head,
+        )
+    return build_model(plan.arch, plan.mode, num_classes, keep_imagenet_head=plan.imagenet_head)
+
+
+def _load_carried(model: Classifier, carried: dict, what: str) -> None:
+    own = model.state_dict()
+    fits = {k: v for k, v in carried.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not any(k.startswith("backbone.") for k in fits):
+        raise DogbreedError(f"{what} does not fit this model (no backbone weights match)")
+    model.load_state_dict(fits, strict=False)
+
+
+# ---------------------------------------------------------------- checks
+
+
 def _check_config(config: TrainConfig) -> None:
     if config.epochs < 1:
         raise DogbreedError("--epochs must be at least 1")
@@ -559,67 +798,440 @@ def _check_config(config: TrainConfig) -> None:
         raise DogbreedError("--seed must be from 0 to 2^32 - 1")
     if config.image_size is not None and not 16 <= config.image_size <= 1024:
         raise DogbreedError("--image-size must be from 16 to 1024 pixels")
+    if config.init_from is not None and config.weights is not None:
+        raise DogbreedError("--from already gives the starting weights; drop --weights")
+
+
+def tensorboard_writer(folder: Path, run_id: int, name: str) -> Any:
+    """A TensorBoard SummaryWriter logging into ``folder/run<ID>-<name>``; a one-line error without the package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise DogbreedError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard (or drop --tensorboard)"
+        ) from None
+    return SummaryWriter(log_dir=str(Path(folder) / f"run{run_id}-{safe_name(name)}"))
+
+
+def check_tensorboard() -> None:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise DogbreedError(
+            "--tensorboard needs the tensorboard package: pip install tensorboard (or drop --tensorboard)"
+        ) from None
+
+
+TENSORBOARD_SERIES = (
+    ("loss/train", "train_loss"),
+    ("loss/validation", "val_loss"),
+    ("accuracy/train", "train_acc"),
+    ("accuracy/validation", "val_acc"),
+    ("top5/validation", "val_top5"),
+    ("macro_f1/train", "train_f1"),
+    ("macro_f1/validation", "val_f1"),
+    ("lr", "lr"),
+    ("seconds_per_epoch", "seconds"),
+)
+
+
+# ---------------------------------------------------------------- SIGTERM
+
+
+class _SigtermAsException:
+    """While training (main thread only), SIGTERM raises ``Terminated`` so the run is recorded as failed instead of
+    the process vanishing mid-epoch with its record still 'running'. ``hold`` ignores further SIGTERMs while the
+    end of the run is written; leaving restores the previous handler."""
+
+    def __enter__(self) -> _SigtermAsException:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: the run is being recorded as failed
+        raise Terminated()
+
+    def hold(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _is_peer_failure(exc: BaseException) -> bool:
+    dist_error = getattr(torch.distributed, "DistError", None)
+    return dist_error is not None and isinstance(exc, dist_error)
+
+
+# ---------------------------------------------------------------- entry points
 
 
 def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) -> TrainResult:
     """Train, select the best epoch on validation, report on test, record everything. See the module doc."""
+    return _session(db_path, listener, config=config)
+
+
+def resume(
+    run_id: int,
+    db_path: Path,
+    listener: Listener | None = None,
+    *,
+    checkpoints_dir: Path | None = None,
+    **overrides: Any,
+) -> TrainResult:
+    """Continue run ``run_id`` from its last completed epoch, in the same record. ``overrides`` may change what
+    does not alter the result's meaning: device, workers (data loading), dataset (moved), tensorboard."""
+    allowed = {"device", "workers", "dataset", "tensorboard"}
+    unknown = set(overrides) - allowed
+    if unknown:
+        raise DogbreedError(f"a resumed run keeps its own settings; these cannot change: {', '.join(sorted(unknown))}")
+    return _session(db_path, listener, resume_id=run_id, overrides=overrides, checkpoints_dir=checkpoints_dir)
+
+
+def _session(
+    db_path: Path,
+    listener: Listener | None,
+    *,
+    config: TrainConfig | None = None,
+    resume_id: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    checkpoints_dir: Path | None = None,
+) -> TrainResult:
     listener = listener or Listener()
+    device_request = (overrides or {}).get("device") or (config.device if config else "auto")
+    ctx, rank_device = distributed.start(device_request)
+    if not ctx.main:
+        listener = Listener()  # rank 0 alone speaks
+    try:
+        state = model_state = None
+        if resume_id is not None:
+            config, state, model_state = _load_resume(db_path, resume_id, overrides or {}, checkpoints_dir, ctx)
+        return _fit(config, db_path, listener, ctx, rank_device, resume_id, state, model_state)
+    finally:
+        listener.close()
+        distributed.stop(ctx)
+
+
+def _load_resume(
+    db_path: Path, run_id: int, overrides: dict[str, Any], checkpoints_dir: Path | None, ctx: Context
+) -> tuple[TrainConfig, dict | None, dict | None]:
+    """Rank 0 reads the run and its saved state; every rank gets the configuration (and, later, by broadcast, the
+    optimizer state)."""
+    config = state = model_state = None
+    if ctx.main:
+        conn = connect(db_path)
+        try:
+            run_rows.mark_abandoned(conn)
+            run = run_rows.get_run(conn, run_id)
+        finally:
+            conn.close()
+        if run is None:
+            raise DogbreedError(f"no training run with id {run_id}; see 'dogbreed stats'")
+        if run.status == "finished":
+            raise DogbreedError(
+                f"run {run_id} already finished; to train further start a new run from it: --from {run_id}"
+            )
+        if run.status == "running":
+            raise DogbreedError(f"run {run_id} is still running (its process is alive); stop it before resuming")
+        if not run.last_checkpoint_path or not Path(run.last_checkpoint_path).is_file():
+            raise DogbreedError(
+                f"run {run_id} kept no training state to resume from (it ended before its first epoch, ran with "
+                "--no-save, or its .last.pt file was removed); start a new run"
+            )
+        config = TrainConfig.from_params(run.params or {}, checkpoints_dir or Path(run.last_checkpoint_path).parent)
+        for key, value in overrides.items():
+            if value is not None:
+                setattr(config, key, Path(value) if key in ("dataset", "tensorboard") else value)
+        meta, model_state, rest = read_checkpoint(run.last_checkpoint_path)
+        state = rest.get(STATE_KEY)
+        if not isinstance(state, dict) or "epoch" not in state:
+            raise DogbreedError(f"{run.last_checkpoint_path} holds no training state to resume from")
+        state = {**state, "meta": asdict(meta)}
+    config = distributed.broadcast(ctx, config)
+    return config, state, model_state
+
+
+def _fit(
+    config: TrainConfig,
+    db_path: Path,
+    listener: Listener,
+    ctx: Context,
+    rank_device: torch.device | None,
+    resume_id: int | None,
+    state: dict | None,
+    model_state: dict | None,
+) -> TrainResult:
+    from dogbreed import mixed_precision
+
     _check_config(config)
-    arch = resolve_arch(config.model)
-    _seed_everything(config.seed)
-    device, warning = select_device(config.device)
-    if warning:
-        listener.warn(warning)
-    data = _prepare_data(config, listener)
+    if config.tensorboard is not None:
+        check_tensorboard()
+    _seed_everything(config.seed + ctx.rank)
+    if rank_device is not None:
+        device = rank_device
+    else:
+        device, warning = select_device(config.device)
+        if warning:
+            listener.warn(warning)
+    amp = mixed_precision.choose(device, config.precision)
+    if amp.warning:
+        listener.warn(amp.warning)
+    data = _prepare_data(config, listener, ctx)
     classes = [[b.wnid, b.name] for b in data.index.classes]
-    prep = preprocessing_for(arch, config.image_size)
-    pretrained = config.pretrained and config.weights is None
-    model = build_model(arch, config.mode, len(classes), pretrained=pretrained, weights_file=config.weights)
+
+    start, plan = _Start(), None
+    if ctx.main:
+        if state is not None:
+            plan, start = _plan_resumed(state, config, classes), _Start(state=state, model_state=model_state)
+        elif config.init_from is not None:
+            plan, start = _plan_warm_start(config, classes, db_path)
+        else:
+            plan = _plan_fresh(config)
+    plan = distributed.broadcast(ctx, plan)
+    for text in plan.notes:
+        listener.warn(text)
+    model = _build(plan, config, len(classes), ctx, fresh=state is None)
+    if start.weights is not None:
+        _load_carried(model, start.weights, f"--from {config.init_from}")
+    if start.model_state is not None:
+        model.load_state_dict(start.model_state)
     model = model.to(device)
-    run = _Run(config, db_path, arch, device, classes, prep)
-    listener.stage(
-        f"run {run.id}: {arch} {config.mode} on {device}, {len(classes)} breeds, {len(data.train)} train / "
-        f"{len(data.val)} val / {len(data.test)} test images ({'official' if data.official else 'seeded'} split); "
-        f"input {prep.crop_size} px (resize {prep.resize_size}, {prep.interpolation})"
+    distributed.sync_weights(ctx, model)
+
+    prep = plan.prep
+    meta = CheckpointMeta(
+        plan.arch,
+        plan.mode,
+        classes,
+        image_size=prep.crop_size,
+        mean=list(prep.mean),
+        std=list(prep.std),
+        resize_size=prep.resize_size,
+        interpolation=prep.interpolation,
+        metrics={"imagenet_overlap": plan.imagenet_overlap},
     )
-    if pretrained or config.weights is not None:
+    run = _Run(config, ctx, meta)
+    device_label = f"{device} x{ctx.world} ({ctx.backend})" if ctx.active else str(device)
+    name = config.name or f"{plan.arch}-{plan.mode}"
+    params = {
+        **config.params(),
+        "model": plan.arch,
+        "mode": plan.mode,
+        "world_size": ctx.world,
+        "imagenet_overlap": plan.imagenet_overlap,
+    }
+    run.open(
+        db_path,
+        resume_id,
+        {
+            "name": name,
+            "model": plan.arch,
+            "mode": plan.mode,
+            "device": device_label,
+            "dataset": str(config.dataset),
+            "params": params,
+            "num_classes": len(classes),
+            "precision": amp.name,
+            "init_from": plan.init_from,
+        },
+    )
+    run.result.precision = amp.name
+    fitter, tb = None, None
+    with _SigtermAsException() as guard:
+        try:
+            cached = plan.mode == "extractor" and config.cache_features
+            fitter = (_CachedHeadFitter if cached else _FullFitter)(
+                model, data, config, prep, device, listener, amp, ctx
+            )
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(fitter.optimizer, T_max=config.epochs)
+            scaler = amp.grad_scaler()
+            first = 1
+            shared = distributed.broadcast(ctx, _shareable(state))
+            state = state if ctx.main else shared
+            if state is not None:
+                first = _restore(state, run, fitter, scheduler, scaler, device, ctx, listener, model)
+                if ctx.main:
+                    run_rows.update_run(run.conn, run.id, device=device_label, precision=amp.name)
+            _announce(listener, run, plan, data, device_label, amp, cached, first)
+            if ctx.main and config.tensorboard is not None:
+                tb = tensorboard_writer(config.tensorboard, run.id, name)
+            for epoch in range(first, config.epochs + 1):
+                began = time.perf_counter()
+                lr = fitter.optimizer.param_groups[0]["lr"]
+                trained, val = fitter.epoch(epoch, scaler)
+                scheduler.step()
+                row = _epoch_row(epoch, trained, val, len(classes), lr, time.perf_counter() - began)
+                training_state = {
+                    "epoch": epoch,
+                    "world_size": ctx.world,
+                    "optimizer": fitter.optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "rng": distributed.gather(ctx, _rng_state(device, fitter.generator)),
+                }
+                run.end_epoch(model, row, training_state)
+                if tb is not None:
+                    for tag, key in TENSORBOARD_SERIES:
+                        tb.add_scalar(tag, row[key], epoch)
+                    tb.flush()
+                listener.epoch({**row, "best": run.result.best_epoch == epoch})
+            listener.stage(f"evaluating epoch {run.result.best_epoch} on the test split ({len(data.test)} images)")
+            model.load_state_dict(run.best_state)
+            model.eval()
+            test = _score_test(model, run, data, config, device, ctx, listener)
+            report = build_report(test.y_true, test.probs, [c[0] for c in classes], test.keys)
+            report["imagenet_overlap"] = plan.imagenet_overlap
+            failed = set().union(*distributed.gather(ctx, fitter.skipped)) | set(test.failed)
+            run.finish(model, report, _skipped(data.unreadable, failed))
+        except KeyboardInterrupt:
+            guard.hold()
+            run.stop("interrupted", _skipped(data.unreadable, fitter.skipped if fitter else set()))
+        except Terminated:
+            run.stop("failed", error="terminated by SIGTERM (another training process failed, or it was stopped)")
+            raise DogbreedError(
+                f"training was terminated (SIGTERM); run {run.id} is marked failed; continue it with "
+                f"'dogbreed train --resume {run.id}'"
+            ) from None
+        except BaseException as exc:
+            guard.hold()
+            if ctx.active and _is_peer_failure(exc):
+                text = " ".join(str(exc).split())[:300]
+                run.stop("failed", error=f"another training process failed: {text}")
+                raise DogbreedError(
+                    f"another training process failed; run {run.id} is marked failed; continue it with "
+                    f"'dogbreed train --resume {run.id}'"
+                ) from None
+            run.stop("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        finally:
+            if tb is not None:
+                tb.close()
+            run.close()
+    return run.result
+
+
+def _shareable(state: dict | None) -> dict | None:
+    """The part of a saved state other ranks need (not the weights: those travel by ``sync_weights``)."""
+    if state is None:
+        return None
+    return {k: v for k, v in state.items() if k != "best_state"}
+
+
+def _plan_resumed(state: dict, config: TrainConfig, classes: list[list[str]]) -> _Plan:
+    meta = state["meta"]
+    if [c[0] for c in meta["classes"]] != [c[0] for c in classes]:
+        raise DogbreedError(
+            f"the dataset {config.dataset} no longer has the breeds this run trained on; resume with the same data"
+        )
+    prep = Preprocessing(meta["image_size"], meta["resize_size"], meta["interpolation"], meta["mean"], meta["std"])
+    overlap = bool((meta.get("metrics") or {}).get("imagenet_overlap", False))
+    return _Plan(meta["arch"], meta["mode"], prep, bool(meta["imagenet_head"]), overlap)
+
+
+def _restore(
+    state: dict, run: _Run, fitter, scheduler, scaler, device, ctx: Context, listener: Listener, model: Classifier
+) -> int:
+    """Optimizer, scheduler, gradient scaler and RNG state as they were after the saved epoch; the run record
+    reopened. Returns the first epoch still to train."""
+    fitter.optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    rng = state.get("rng") or []
+    if len(rng) == ctx.world:
+        _set_rng_state(rng[ctx.rank], device, fitter.generator)
+    else:
+        listener.warn(
+            f"this run was saved by {len(rng)} process(es) and resumes on {ctx.world}: random streams restart "
+            "from the seed, so the remaining epochs will not repeat an uninterrupted run exactly"
+        )
+        _seed_everything(run.config.seed + 1000 * state["epoch"] + ctx.rank)
+    best = None
+    if ctx.main:
+        best = state.get("best_state") or copy.deepcopy(model.state_dict())
+    best = _broadcast_weights(ctx, best, model)
+    run.restore(state, best, model)
+    return int(state["epoch"]) + 1
+
+
+def _broadcast_weights(ctx: Context, weights: dict | None, model: Classifier) -> dict:
+    """Rank 0's ``weights`` (a state dict shaped like ``model``'s) on every rank."""
+    if not ctx.active:
+        return weights
+    import torch.distributed as dist
+
+    own = model.state_dict()
+    if not ctx.main:
+        weights = {k: torch.empty_like(v) for k, v in own.items()}
+    out = {}
+    for key, value in weights.items():
+        tensor = value.to(own[key].device).contiguous()
+        dist.broadcast(tensor, src=0)
+        out[key] = tensor
+    return out
+
+
+def _announce(
+    listener, run: _Run, plan: _Plan, data: _Data, device_label: str, amp: Precision, cached: bool, first: int
+) -> None:
+    prep = plan.prep
+    resumed = f", resumed after epoch {first - 1}" if first > 1 else ""
+    start = f", warm start from {plan.init_from}" if plan.init_from else ""
+    listener.stage(
+        f"run {run.id}: {plan.arch} {plan.mode} on {device_label} at {amp.name}, {len(data.index.classes)} breeds, "
+        f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test images "
+        f"({'official' if data.official else 'seeded'} split); input {prep.crop_size} px (resize "
+        f"{prep.resize_size}, {prep.interpolation}){start}{resumed}"
+    )
+    listener.stage(f"precision: {amp.note}")
+    if plan.imagenet_overlap:
         from dogbreed.zoo import IMAGENET_CAVEAT
 
         listener.warn(IMAGENET_CAVEAT)
-    cached = config.mode == "extractor" and config.cache_features
     if cached:
         listener.stage(
             "extractor mode: backbone features are computed once from centre crops, so the head trains without "
             "random crops or flips (--no-cache-features keeps them, at a full forward pass per epoch)"
         )
-    fitter = (_CachedHeadFitter if cached else _FullFitter)(model, data, config, prep, device, listener)
+
+
+def _score_test(
+    model: Classifier, run: _Run, data: _Data, config: TrainConfig, device, ctx: Context, listener: Listener
+):
+    """The best weights on the test split through predict's engine and preprocessing (each rank a share), exactly
+    as ``dogbreed eval`` scores them."""
+    from dogbreed import engines, sources
+    from dogbreed.evaluate import Scored
+
+    temporary = None
+    if ctx.main and config.save and run.result.checkpoint is not None:
+        weights_file = run.checkpoint  # written when the best epoch ended: these very weights
+    else:
+        fd, temporary = tempfile.mkstemp(prefix=".dogbreed-test-", suffix=".pt")
+        os.close(fd)
+        save_checkpoint(temporary, model, copy.deepcopy(run.meta))
+        weights_file = Path(temporary)
     try:
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(fitter.optimizer, T_max=config.epochs)
-        for epoch in range(1, config.epochs + 1):
-            start = time.perf_counter()
-            lr = fitter.optimizer.param_groups[0]["lr"]
-            trained, val = fitter.epoch(epoch)
-            scheduler.step()
-            row = _epoch_row(epoch, trained, val, len(classes), lr, time.perf_counter() - start)
-            run.end_epoch(model, row)
-            listener.epoch({**row, "best": run.result.best_epoch == epoch})
-        listener.stage(f"evaluating epoch {run.result.best_epoch} on the test split ({len(data.test)} images)")
-        model.load_state_dict(run.best_state)
-        model.eval()
-        ev = EvalTransform(prep)
-        test_loader = _loader(ImageFiles(data.index, data.test, ev), config.batch, False, config.workers, config.seed)
-        listener.start("test", len(data.test))
-        test = _evaluate(model, test_loader, device, listener, fitter.skipped)
+        source = sources.from_checkpoint(weights_file)
+        engine = engines.load_engine(source, engines.choose(source, str(device), "torch", "fp32"))
+        share = [data.test[i] for i in ctx.shard(len(data.test))]
+        images = DatasetImages(data.index, share, EvalTransform(engine.spec.preprocessing))
+        listener.start("test", len(share))
+        local = score(engine, loader(images, config.batch, workers=config.workers), listener.advance)
         listener.stop()
-        report = build_report(test.y_true, test.probs, [c[0] for c in classes], test.paths)
-        report["imagenet_overlap"] = pretrained or config.weights is not None
-        run.finish(model, report, _skipped(data.unreadable, fitter.skipped))
-    except KeyboardInterrupt:
-        run.stop("interrupted", _skipped(data.unreadable, fitter.skipped))
-    except BaseException as exc:
-        run.stop("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
-        raise
     finally:
-        listener.close()
-        run.conn.close()
-    return run.result
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+    parts = distributed.gather(ctx, local)
+    keys = [k for p in parts for k in p.keys]
+    if not keys:
+        raise DogbreedError("no readable images to evaluate on")
+    at = _in_order(keys, [s.path for s in data.test])
+    y = np.concatenate([p.y_true for p in parts])[at]
+    probs = np.concatenate([p.probs for p in parts if len(p.y_true)])[at]
+    return Scored(y, probs, [keys[i] for i in at], [f for p in parts for f in p.failed])

@@ -138,3 +138,155 @@ def render_curves(epochs: list[dict[str, Any]], output: Path, title: str = "", b
         return _save(fig, output)
     finally:
         plt.close(fig)
+
+
+ANNOTATE_UP_TO = 30  # a matrix this small is drawn whole with counts; larger ones get the zoom panel too
+ZOOM_BREEDS = 20
+
+
+def _confusion_order(cm: Any) -> list[int]:
+    """Rows/columns ordered so that breeds confused with each other sit together: average-linkage clustering on
+    how often two breeds are mistaken for each other (each row as a share of its pictures), leaves in optimal
+    order."""
+    import numpy as np
+
+    n = cm.shape[0]
+    if n < 3:
+        return list(range(n))
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    np.fill_diagonal(rates, 0)
+    similarity = rates + rates.T
+    distance = 1.0 - similarity / max(float(similarity.max()), 1e-12)
+    np.fill_diagonal(distance, 0)
+    return [int(i) for i in leaves_list(linkage(squareform(distance, checks=False), "average", optimal_ordering=True))]
+
+
+def _most_confused_breeds(cm: Any, k: int) -> list[int]:
+    """The ``k`` breeds involved in the most mistakes (as the truth or as the answer)."""
+    import numpy as np
+
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    involvement = off.sum(axis=0) + off.sum(axis=1)
+    ranked = [int(i) for i in np.argsort(-involvement, kind="stable") if involvement[i] > 0]
+    return ranked[:k]
+
+
+def _draw_matrix(ax: Any, cm: Any, names: list[str], *, annotate: bool, fontsize: float, title: str) -> Any:
+    """Rows (true breed) as shares of their pictures: the diagonal is each breed's recall, off the diagonal where
+    its pictures went. Annotated: every count in its cell."""
+    import numpy as np
+
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    image = ax.imshow(rates * 100, cmap="Blues", vmin=0, vmax=100, interpolation="nearest")
+    _label_axes(ax, names, fontsize, title)
+    if annotate:
+        for i, j in zip(*np.nonzero(cm)):
+            color = "white" if rates[i, j] > 0.6 else ("black" if i == j else "darkred")
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=max(fontsize - 1, 5), color=color)
+    return image
+
+
+def _draw_mistakes(ax: Any, cm: Any, names: list[str], *, fontsize: float, title: str) -> Any:
+    """Only the mistakes, so that a 5% confusion is as visible as it matters: off-diagonal cells as shares of the
+    true breed's pictures on a scale that tops at the largest one; the diagonal (right answers) in grey."""
+    import numpy as np
+
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) * 100
+    np.fill_diagonal(rates, np.nan)
+    top = float(np.nanmax(rates)) if n_mistakes(cm) else 1.0
+    cmap = _pyplot().get_cmap("Reds").copy()
+    cmap.set_bad("0.8")  # the diagonal
+    cmap.set_under("white")  # no mistake
+    image = ax.imshow(np.ma.masked_invalid(rates), cmap=cmap, vmin=1e-9, vmax=top, interpolation="nearest")
+    _label_axes(ax, names, fontsize, title)
+    return image
+
+
+def n_mistakes(cm: Any) -> int:
+    import numpy as np
+
+    return int(cm.sum() - np.trace(cm))
+
+
+def _label_axes(ax: Any, names: list[str], fontsize: float, title: str) -> None:
+    ticks = range(len(names))
+    ax.set_xticks(ticks, names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(ticks, names, fontsize=fontsize)
+    ax.set_xlabel("predicted breed")
+    ax.set_ylabel("true breed")
+    ax.set_title(title, fontsize=11)
+
+
+def render_confusion(
+    y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str], output: Path, title: str = ""
+) -> Path:
+    """The confusion matrix, readable at 120 breeds: only breeds in the truth or the answers, ordered by
+    clustering so that breeds mistaken for each other form blocks along the diagonal, names on both axes.
+
+    Up to ANNOTATE_UP_TO breeds: one matrix, rows as shares of each true breed's pictures (the diagonal is recall),
+    every count written in its cell. Beyond: on the left every breed with only the mistakes coloured (the diagonal
+    grey, the scale topping at the largest confusion, so that small confusions show); on the right the
+    ZOOM_BREEDS breeds involved in the most mistakes, in the same order, with counts."""
+    import numpy as np
+    from sklearn.metrics import confusion_matrix
+
+    from dogbreed.breeds import display_name
+
+    if not len(y_true):
+        raise DogbreedError("no predictions to draw a confusion matrix from")
+    present = sorted(set(int(v) for v in y_true) | set(int(v) for v in y_pred))
+    cm = confusion_matrix(y_true, y_pred, labels=present)
+    order = _confusion_order(cm)
+    cm = cm[np.ix_(order, order)]
+    names = [display_name(classes[present[i]]) for i in order]
+    n = len(names)
+    correct = int(np.trace(cm))
+    heading = f"{title}  -  " if title else ""
+    heading += f"{correct} of {int(cm.sum())} right ({correct / cm.sum():.1%}), {n} breeds"
+    plt = _pyplot()
+    if n <= ANNOTATE_UP_TO:
+        side = max(6.0, 2.5 + 0.32 * n)
+        fig, ax = plt.subplots(figsize=(side + 1.5, side + 0.5), dpi=VIEW_DPI, layout="constrained")
+    else:
+        side = max(10.0, 0.1 * n + 2.5)
+        fig, (ax, ax_zoom) = plt.subplots(
+            1,
+            2,
+            figsize=(side * 1.9, side),
+            dpi=VIEW_DPI,
+            layout="constrained",
+            gridspec_kw={"width_ratios": [1.1, 0.8]},
+        )
+    try:
+        if n <= ANNOTATE_UP_TO:
+            image = _draw_matrix(
+                ax, cm, names, annotate=True, fontsize=8 if n > 15 else 9, title="rows: true breed (% of its pictures)"
+            )
+            fig.colorbar(image, ax=ax, shrink=0.7, label="% of the true breed's pictures")
+        else:
+            image = _draw_mistakes(
+                ax, cm, names, fontsize=max(3.5, min(7.0, 640 / n)), title=f"mistakes among all {n} breeds (clustered)"
+            )
+            fig.colorbar(image, ax=ax, shrink=0.5, label="% of the true breed's pictures (mistakes)")
+            zoom = sorted(_most_confused_breeds(cm, ZOOM_BREEDS))  # sorted: the clustered order, pairs side by side
+            if zoom:
+                image = _draw_matrix(
+                    ax_zoom,
+                    cm[np.ix_(zoom, zoom)],
+                    [names[i] for i in zoom],
+                    annotate=True,
+                    fontsize=8,
+                    title=f"the {len(zoom)} breeds in the most mistakes (counts)",
+                )
+                fig.colorbar(image, ax=ax_zoom, shrink=0.5, label="% of the true breed's pictures")
+            else:
+                ax_zoom.set_axis_off()
+                ax_zoom.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14)
+        fig.suptitle(heading, fontsize=13)
+        return _save(fig, output)
+    finally:
+        plt.close(fig)

@@ -19,7 +19,7 @@ _RUN_COLUMNS = (
 # The columns a run's owner may update as it goes (anything else is fixed at start).
 _UPDATABLE = frozenset(
     "status checkpoint_path checkpoint_sha256 best_epoch best_val_acc test_acc test_top5 test_macro_f1 test_report "
-    "skipped error finished_at duration_s owner_pid last_checkpoint_path device".split()
+    "skipped error finished_at duration_s owner_pid last_checkpoint_path device precision".split()
 )
 _EPOCH_COLUMNS = (
     "epoch",
@@ -119,17 +119,35 @@ def update_run(conn: sqlite3.Connection, run_id: int, **values: Any) -> None:
 
 def add_epoch(conn: sqlite3.Connection, run_id: int, row: dict[str, Any]) -> None:
     with write(conn):
-        conn.execute(
-            f"INSERT INTO epochs (run_id, {', '.join(_EPOCH_COLUMNS)}) VALUES (?, {placeholders(len(_EPOCH_COLUMNS))})",
-            (run_id, *(row.get(c) for c in _EPOCH_COLUMNS)),
-        )
+        _insert_epoch(conn, run_id, row)
 
 
-def reopen_run(conn: sqlite3.Connection, run_id: int, after_epoch: int, owner_pid: int) -> None:
+def _insert_epoch(conn: sqlite3.Connection, run_id: int, row: dict[str, Any]) -> None:
+    conn.execute(
+        f"INSERT INTO epochs (run_id, {', '.join(_EPOCH_COLUMNS)}) VALUES (?, {placeholders(len(_EPOCH_COLUMNS))})",
+        (run_id, *(row.get(c) for c in _EPOCH_COLUMNS)),
+    )
+
+
+def reopen_run(
+    conn: sqlite3.Connection,
+    run_id: int,
+    after_epoch: int,
+    owner_pid: int,
+    epochs: list[dict[str, Any]] | None = None,
+) -> None:
     """A resumed run: running again under a new owner, with any epoch recorded after ``after_epoch`` (one that
-    finished after the state the run resumes from was saved) dropped so that it is trained and recorded once."""
+    finished after the state the run resumes from was saved) dropped so that it is trained and recorded once.
+    ``epochs``, the rows the saved state holds, replace those up to ``after_epoch`` (a kill between saving the
+    state and recording its epoch leaves that row missing)."""
     with write(conn):
-        conn.execute("DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, after_epoch))
+        if epochs is None:
+            conn.execute("DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, after_epoch))
+        else:
+            conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
+            for row in epochs:
+                if row["epoch"] <= after_epoch:
+                    _insert_epoch(conn, run_id, row)
         conn.execute(
             "UPDATE runs SET status = 'running', owner_pid = ?, error = NULL, finished_at = NULL WHERE id = ?",
             (owner_pid, run_id),
@@ -184,6 +202,12 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> RunRecord | None:
 def epochs(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
     rows = conn.execute(f"SELECT {', '.join(_EPOCH_COLUMNS)} FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
     return [dict(r) for r in rows]
+
+
+def find_by_checkpoint(conn: sqlite3.Connection, sha256: str) -> RunRecord | None:
+    """The run whose kept checkpoint has this sha256 (the newest, should two runs have written the same file)."""
+    row = conn.execute("SELECT id FROM runs WHERE checkpoint_sha256 = ? ORDER BY id DESC LIMIT 1", (sha256,)).fetchone()
+    return get_run(conn, row[0]) if row else None
 
 
 def finished_with_checkpoint(conn: sqlite3.Connection) -> list[RunRecord]:

@@ -1,0 +1,112 @@
+"""Labelled pictures as torch datasets, for training and evaluation: files of the dataset folder, or the store's
+labelled images. Each item is decoded by the transform it is given (``EvalTransform`` is exactly predict's
+preprocessing); a picture that cannot be decoded comes back as None and its batch skips it, naming it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dogbreed import imaging
+from dogbreed.dataset import DatasetIndex, Sample
+from dogbreed.files import read_regular_file
+from dogbreed.imaging import Preprocessing
+
+
+class Batch(NamedTuple):
+    x: torch.Tensor | None
+    y: torch.Tensor | None
+    keys: list[str]  # the images in x, in order (dataset paths, or "image N" for the store)
+    failed: list[str]  # images of this batch that could not be decoded
+
+
+def collate(items) -> Batch:
+    good = [(x, y, key) for x, y, key in items if x is not None]
+    failed = [key for x, _, key in items if x is None]
+    if not good:
+        return Batch(None, None, [], failed)
+    return Batch(
+        torch.stack([x for x, _, _ in good]), torch.tensor([y for _, y, _ in good]), [k for *_, k in good], failed
+    )
+
+
+class EvalTransform:
+    """Exactly the preprocessing ``predict`` uses."""
+
+    def __init__(self, prep: Preprocessing):
+        self.prep = prep
+
+    def __call__(self, data: bytes) -> torch.Tensor:
+        return torch.from_numpy(imaging.preprocess(data, self.prep))
+
+
+class DatasetImages(Dataset):
+    """Dataset-folder files with their labels; item: (tensor or None, label, relative path)."""
+
+    def __init__(self, index: DatasetIndex, samples: list[Sample], transform, labels: list[int] | None = None):
+        self.root, self.samples, self.transform = index.images_dir, samples, transform
+        self.labels = labels if labels is not None else [s.label for s in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        sample = self.samples[i]
+        try:
+            data = read_regular_file(self.root / sample.path, imaging.MAX_BYTES)
+            return self.transform(data), self.labels[i], sample.path
+        except Exception:
+            return None, self.labels[i], sample.path
+
+
+class StoreImages(Dataset):
+    """Images stored in the store, by id, with labels; read through one read-only connection per process."""
+
+    def __init__(self, db_path: Path, image_ids: list[int], labels: list[int], transform):
+        self.db_path, self.ids, self.labels, self.transform = str(db_path), image_ids, labels, transform
+        self._conn = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _connection(self):
+        if self._conn is None or self._pid != os.getpid():  # a loader worker opens its own
+            from dogbreed.store import connect
+
+            self._conn, self._pid = connect(self.db_path, readonly=True), os.getpid()
+        return self._conn
+
+    def __getitem__(self, i: int):
+        from dogbreed.store.images import get_image_bytes
+
+        key = f"image {self.ids[i]}"
+        try:
+            data = get_image_bytes(self._connection(), self.ids[i])
+            if data is None:
+                raise LookupError("deleted")
+            return self.transform(data), self.labels[i], key
+        except Exception:
+            return None, self.labels[i], key
+
+    def __getstate__(self) -> dict:  # a connection never crosses into a loader worker
+        return {**self.__dict__, "_conn": None, "_pid": None}
+
+
+def loader(
+    dataset: Dataset, batch: int, *, workers: int, shuffle: bool = False, seed: int = 0, sampler=None
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=False,
+    )
