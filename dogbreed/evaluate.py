@@ -174,12 +174,13 @@ class EvalOutcome:
 
 
 @dataclass
-class _Data:
-    description: str
+class _Picked:
+    """The labelled pictures to score, chosen (and checked) before any model is loaded."""
+
+    description: str  # the dataset folder, or "store"
     split: str
-    dataset: Any  # a torch Dataset of (tensor, label, key)
-    label_space: list[str]  # wnid of every label index: the model's classes, then breeds it does not know
-    data_labels: list[int]  # label indices of the breeds the data has
+    wnids: list[str]  # each picture's breed
+    make: Callable[[list[int], Any], Any]  # (labels, transform) -> a torch Dataset of (tensor, label, key)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -213,11 +214,11 @@ def split_params(run: Any) -> dict[str, Any]:
     }
 
 
-def _dataset_data(
-    root: Path, split: str, run: Any, classes: tuple[str, ...], prep: Any, on_stage: Callable[[str], None]
-) -> _Data:
+def _pick_dataset(root: Path, split: str, run: Any, on_stage: Callable[[str], None]) -> _Picked:
+    """A split of a dataset folder, made as training made it; images that fail verification left out, as training
+    leaves them out."""
     from dogbreed.dataset import make_splits, scan, verify
-    from dogbreed.imagesets import DatasetImages, EvalTransform
+    from dogbreed.imagesets import DatasetImages
 
     if split not in SPLITS:
         raise DogbreedError(f"unknown split {split!r}; use {', '.join(SPLITS)}")
@@ -230,19 +231,16 @@ def _dataset_data(
     bad = verify(index)
     skipped = {s.path: bad[s.path] for s in samples if s.path in bad}
     samples = [s for s in samples if s.path not in bad]
+
+    def make(labels: list[int], transform: Any) -> Any:
+        return DatasetImages(index, samples, transform, labels)
+
     wnids = [index.classes[s.label].wnid for s in samples]
-    space, data_labels, unknown = _label_space(classes, wnids)
-    where = {w: i for i, w in enumerate(space)}
-    labels = [where[w] for w in wnids]
-    notes = list(splits.notes)
-    if unknown:
-        notes.append(_unknown_note(unknown, sum(w in unknown for w in wnids)))
-    dataset = DatasetImages(index, samples, EvalTransform(prep), labels)
-    return _Data(str(root), split, dataset, space, data_labels, skipped, notes)
+    return _Picked(str(root), split, wnids, make, skipped, list(splits.notes))
 
 
-def _store_data(conn: Any, db_path: Path, classes: tuple[str, ...], prep: Any) -> _Data:
-    from dogbreed.imagesets import EvalTransform, StoreImages
+def _pick_store(conn: Any, db_path: Path) -> _Picked:
+    from dogbreed.imagesets import StoreImages
     from dogbreed.store.images import labelled_ids
 
     labelled = labelled_ids(conn)
@@ -251,12 +249,12 @@ def _store_data(conn: Any, db_path: Path, classes: tuple[str, ...], prep: Any) -
             "the store has no labelled images to evaluate on; upload some with --ground-truth BREED or "
             "--label-from-folder, or evaluate on a dataset with --dataset"
         )
-    wnids = [w for _, w in labelled]
-    space, data_labels, unknown = _label_space(classes, wnids)
-    where = {w: i for i, w in enumerate(space)}
-    notes = [_unknown_note(unknown, sum(w in unknown for w in wnids))] if unknown else []
-    dataset = StoreImages(db_path, [i for i, _ in labelled], [where[w] for w in wnids], EvalTransform(prep))
-    return _Data("store", "store", dataset, space, data_labels, {}, notes)
+    ids = [i for i, _ in labelled]
+
+    def make(labels: list[int], transform: Any) -> Any:
+        return StoreImages(db_path, ids, labels, transform)
+
+    return _Picked("store", "store", [w for _, w in labelled], make)
 
 
 def _loader_workers(requested: int | None, n: int, batch: int) -> int:
@@ -304,7 +302,7 @@ def run(
 ) -> EvalOutcome:
     """Evaluate one model on one set of labelled pictures, record it, and return the report."""
     from dogbreed import engines, sources
-    from dogbreed.imagesets import loader
+    from dogbreed.imagesets import EvalTransform, loader
     from dogbreed.store import evaluations, open_store
 
     stage = on_stage or (lambda text: None)
@@ -312,20 +310,24 @@ def run(
     try:
         source = request.source or sources.resolve(conn)
         training_run = run_of(conn, source)
-        choice = engines.choose(source, request.device, request.engine, request.precision)
-        stage(f"loading {source.name} ({choice.engine} {choice.precision} on {choice.device})")
-        engine = engines.load_engine(source, choice)
-        classes, prep = tuple(engine.spec.classes), engine.spec.preprocessing
         if request.store:
-            data = _store_data(conn, db_path, classes, prep)
+            picked = _pick_store(conn, db_path)
         else:
             root = request.dataset or (Path(training_run.dataset) if training_run else request.default_dataset)
             if root is None:
                 raise DogbreedError("say which data: --dataset DIR (with --split) or --store")
-            data = _dataset_data(Path(root), request.split, training_run, classes, prep, stage)
-        total = len(data.dataset)
+            picked = _pick_dataset(Path(root), request.split, training_run, stage)
+        choice = engines.choose(source, request.device, request.engine, request.precision)
+        stage(f"loading {source.name} ({choice.engine} {choice.precision} on {choice.device})")
+        engine = engines.load_engine(source, choice)
+        space, data_labels, unknown = _label_space(tuple(engine.spec.classes), picked.wnids)
+        if unknown:
+            picked.notes.append(_unknown_note(unknown, sum(w in unknown for w in picked.wnids)))
+        where = {w: i for i, w in enumerate(space)}
+        dataset = picked.make([where[w] for w in picked.wnids], EvalTransform(engine.spec.preprocessing))
+        total = len(dataset)
         workers = _loader_workers(request.loader_workers, total, request.batch_size)
-        batches = loader(data.dataset, request.batch_size, workers=workers)
+        batches = loader(dataset, request.batch_size, workers=workers)
         started = time.perf_counter()
         done = 0
 
@@ -335,30 +337,30 @@ def run(
             if on_progress:
                 on_progress(done, total)
 
-        scored = score(_Padded(engine, len(data.label_space)), batches, advance)
+        scored = score(_Padded(engine, len(space)), batches, advance)
         seconds = time.perf_counter() - started
-        skipped = dict(data.skipped)
+        skipped = dict(picked.skipped)
         skipped.update({key: "could not be decoded" for key in scored.failed})
         if not len(scored.y_true):
             raise DogbreedError(f"none of the {total} picture(s) could be decoded; nothing to evaluate")
-        report = build_report(scored.y_true, scored.probs, data.label_space, scored.keys)
-        if len(data.data_labels) < len(data.label_space):
-            report["accuracy_data_breeds"] = accuracy_within(scored.y_true, scored.probs, data.data_labels)
-        report["data_breeds"] = len(data.data_labels)
+        report = build_report(scored.y_true, scored.probs, space, scored.keys)
+        if len(data_labels) < len(space):
+            report["accuracy_data_breeds"] = accuracy_within(scored.y_true, scored.probs, data_labels)
+        report["data_breeds"] = len(data_labels)
         overlap = imagenet_overlap(source, training_run)
         report["imagenet_overlap"] = overlap
         report["skipped"] = skipped
         outcome = EvalOutcome(
             source,
             choice,
-            data.description,
-            data.split,
+            picked.description,
+            picked.split,
             report,
             seconds,
             run_id=training_run.id if training_run else None,
             imagenet_overlap=overlap,
             skipped=skipped,
-            notes=data.notes,
+            notes=picked.notes,
         )
         if request.record:
             outcome.evaluation_id = evaluations.add_evaluation(
@@ -368,8 +370,8 @@ def run(
                 engine=choice.engine,
                 precision=choice.precision,
                 device=choice.device,
-                data=data.description if not request.store else f"store {db_path}",
-                split=data.split,
+                data=picked.description if not request.store else f"store {db_path}",
+                split=picked.split,
                 report=report,
                 seconds=seconds,
             )

@@ -574,7 +574,7 @@ class _Run:
     def end_epoch(self, model: Classifier, row: dict[str, Any], training_state: dict[str, Any]) -> None:
         """Keep the best weights (every rank); rank 0 writes the training state, then the best checkpoint, then
         the store. Each file is written atomically; a kill between them is repaired by ``restore``."""
-        improved = self.result.best_val_acc is None or row["val_acc"] > self.result.best_val_acc
+        improved = self._better(row)
         self.rows.append(row)
         self.result.epochs.append(row)
         if improved:
@@ -607,6 +607,15 @@ class _Run:
         run_rows.update_run(
             self.conn, self.id, best_epoch=self.result.best_epoch, best_val_acc=self.result.best_val_acc, **values
         )
+
+    def _better(self, row: dict[str, Any]) -> bool:
+        """Higher validation accuracy wins; at equal accuracy, lower validation loss (a tie is common on small
+        validation sets, and the lower loss is the surer model)."""
+        best = self.result.best_val_acc
+        if best is None or row["val_acc"] > best:
+            return True
+        kept = next(r for r in self.rows if r["epoch"] == self.result.best_epoch)
+        return row["val_acc"] == best and row["val_loss"] < kept["val_loss"]
 
     def finish(self, model: Classifier, report: dict[str, Any], skipped: dict[str, str]) -> None:
         self.result.status, self.result.test, self.result.skipped = "finished", report, skipped
@@ -864,8 +873,13 @@ class _SigtermAsException:
 
 
 def _is_peer_failure(exc: BaseException) -> bool:
+    """An error of the collective layer: another rank died or hung up (gloo reports a reset connection as a plain
+    RuntimeError naming itself)."""
     dist_error = getattr(torch.distributed, "DistError", None)
-    return dist_error is not None and isinstance(exc, dist_error)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(w in text for w in ("gloo", "nccl", "connection reset", "closed"))
 
 
 # ---------------------------------------------------------------- entry points
@@ -969,6 +983,7 @@ def _fit(
     from dogbreed import mixed_precision
 
     _check_config(config)
+    config.dataset = Path(config.dataset).expanduser().resolve()  # the record must find it from anywhere
     if config.tensorboard is not None:
         check_tensorboard()
     _seed_everything(config.seed + ctx.rank)

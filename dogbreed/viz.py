@@ -198,9 +198,7 @@ def _draw_mistakes(ax: Any, cm: Any, names: list[str], *, fontsize: float, title
     rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) * 100
     np.fill_diagonal(rates, np.nan)
     top = float(np.nanmax(rates)) if n_mistakes(cm) else 1.0
-    cmap = _pyplot().get_cmap("Reds").copy()
-    cmap.set_bad("0.8")  # the diagonal
-    cmap.set_under("white")  # no mistake
+    cmap = _pyplot().get_cmap("Reds").with_extremes(bad="0.8", under="white")  # bad: the diagonal; under: none
     image = ax.imshow(np.ma.masked_invalid(rates), cmap=cmap, vmin=1e-9, vmax=top, interpolation="nearest")
     _label_axes(ax, names, fontsize, title)
     return image
