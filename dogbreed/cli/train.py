@@ -251,6 +251,8 @@ def train_cmd(
     if precision not in TRAIN_PRECISIONS:
         raise DogbreedError(f"unknown precision {precision!r}; use {', '.join(TRAIN_PRECISIONS)}")
     given = given_options(ctx)
+    if init_from is not None and resume is not None:
+        raise DogbreedError("choose --resume RUN (continue it) or --from RUN (a new run from its weights)")
     if resume is not None:
         fixed = [opt for key, opt in given.items() if key not in RESUMABLE_OPTIONS]
         if fixed:
@@ -258,8 +260,6 @@ def train_cmd(
                 f"--resume continues run {resume} with its own settings; drop {', '.join(fixed)} "
                 f"(or start a new run from it with --from {resume})"
             )
-    if init_from is not None and resume is not None:
-        raise DogbreedError("choose --resume RUN (continue it) or --from RUN (a new run from its weights)")
     if nproc is not None and nproc > 1:
         if distributed.env_world() > 1:
             raise DogbreedError("--nproc starts torchrun itself; under torchrun leave it out")
