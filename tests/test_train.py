@@ -114,6 +114,12 @@ def test_interrupt_keeps_the_best_checkpoint_and_marks_the_run(home, learnable, 
     from dogbreed.sources import best_run
 
     assert best_run(conn) is None  # only finished runs become the default model
+    from dogbreed.train import resume
+
+    again = resume(result.run_id, db)  # Ctrl-C keeps the state to continue from
+    assert again.status == "finished" and [e["epoch"] for e in again.epochs] == [1, 2, 3, 4, 5]
+    assert tuple(conn.execute("SELECT COUNT(*), COUNT(DISTINCT epoch) FROM epochs").fetchone()) == (5, 5)
+    assert [tuple(r) for r in conn.execute("SELECT status FROM runs")] == [("finished",)]
 
 
 def test_stats_plot_writes_curves(cli, trained, tmp_path):
@@ -218,48 +224,19 @@ def test_a_run_killed_after_epoch_2_of_4_resumes_to_exactly_the_uninterrupted_ru
     assert run["test_acc"] == straight["test"]["accuracy"]
 
 
-def test_resume_refuses_what_cannot_be_resumed(cli, trained, learnable):
+def test_a_finished_run_is_not_resumed_but_warm_started_from(cli, trained, learnable, monkeypatch):
+    """--resume refuses a finished run (and options that would change a resumed one); --from starts a new run
+    from its weights, architecture, mode and input size."""
+    import torch
+
+    from dogbreed.model import read_checkpoint
+
     run_id = trained["run_id"]
     assert "already finished" in cli("train", "--resume", run_id, expect=1).stderr
     assert f"--from {run_id}" in cli("train", "--resume", run_id, expect=1).stderr
     assert "drop --epochs, --lr (" in cli("train", "--resume", run_id, "--lr", "0.1", "-e", 3, expect=1).stderr
     assert "no training run with id 99" in cli("train", "--resume", 99, expect=1).stderr
     assert "choose --resume RUN" in cli("train", "--resume", run_id, "--from", run_id, expect=1).stderr
-
-
-def test_interrupted_run_resumes_through_the_api(home, learnable, tmp_path):
-    from dogbreed.store import open_store
-    from dogbreed.train import Listener, TrainConfig, resume, train
-
-    class CtrlCAfterFirstEpoch(Listener):
-        def epoch(self, row):
-            if row["epoch"] == 1:
-                raise KeyboardInterrupt
-
-    db = tmp_path / "s.db"
-    open_store(db).close()
-    config = TrainConfig(
-        dataset=learnable,
-        checkpoints_dir=tmp_path / "ckpt",
-        epochs=3,
-        batch=16,
-        image_size=32,
-        pretrained=False,
-        workers=0,
-    )
-    first = train(config, db, CtrlCAfterFirstEpoch())
-    assert first.status == "interrupted" and len(first.epochs) == 1
-    again = resume(first.run_id, db)
-    assert again.status == "finished" and [e["epoch"] for e in again.epochs] == [1, 2, 3]
-    conn = open_store(db)
-    assert tuple(conn.execute("SELECT COUNT(*), COUNT(DISTINCT epoch) FROM epochs").fetchone()) == (3, 3)
-    assert [tuple(r) for r in conn.execute("SELECT status FROM runs")] == [("finished",)]
-
-
-def test_warm_start_from_a_run_carries_its_weights_and_input_size(cli, trained, learnable, monkeypatch):
-    import torch
-
-    from dogbreed.model import read_checkpoint
 
     monkeypatch.setenv("DOGBREED_CPU_FEATURES", "none")  # as on a CPU without native bf16: auto is fp32
     source = cli.json("stats", trained["run_id"])
