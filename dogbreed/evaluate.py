@@ -302,7 +302,6 @@ def run(
 ) -> EvalOutcome:
     """Evaluate one model on one set of labelled pictures, record it, and return the report."""
     from dogbreed import engines, sources
-    from dogbreed.imagesets import EvalTransform, loader
     from dogbreed.store import evaluations, open_store
 
     stage = on_stage or (lambda text: None)
@@ -310,46 +309,13 @@ def run(
     try:
         source = request.source or sources.resolve(conn)
         training_run = run_of(conn, source)
-        if request.store:
-            picked = _pick_store(conn, db_path)
-        else:
-            root = request.dataset or (Path(training_run.dataset) if training_run else request.default_dataset)
-            if root is None:
-                raise DogbreedError("say which data: --dataset DIR (with --split) or --store")
-            picked = _pick_dataset(Path(root), request.split, training_run, stage)
+        picked = _pick(conn, db_path, request, training_run, stage)  # bad data fails before the model loads
         choice = engines.choose(source, request.device, request.engine, request.precision)
         stage(f"loading {source.name} ({choice.engine} {choice.precision} on {choice.device})")
         engine = engines.load_engine(source, choice)
-        space, data_labels, unknown = _label_space(tuple(engine.spec.classes), picked.wnids)
-        if unknown:
-            picked.notes.append(_unknown_note(unknown, sum(w in unknown for w in picked.wnids)))
-        where = {w: i for i, w in enumerate(space)}
-        dataset = picked.make([where[w] for w in picked.wnids], EvalTransform(engine.spec.preprocessing))
-        total = len(dataset)
-        workers = _loader_workers(request.loader_workers, total, request.batch_size)
-        batches = loader(dataset, request.batch_size, workers=workers)
-        started = time.perf_counter()
-        done = 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            if on_progress:
-                on_progress(done, total)
-
-        scored = score(_Padded(engine, len(space)), batches, advance)
-        seconds = time.perf_counter() - started
-        skipped = dict(picked.skipped)
-        skipped.update({key: "could not be decoded" for key in scored.failed})
-        if not len(scored.y_true):
-            raise DogbreedError(f"none of the {total} picture(s) could be decoded; nothing to evaluate")
-        report = build_report(scored.y_true, scored.probs, space, scored.keys)
-        if len(data_labels) < len(space):
-            report["accuracy_data_breeds"] = accuracy_within(scored.y_true, scored.probs, data_labels)
-        report["data_breeds"] = len(data_labels)
+        report, seconds = _measure(engine, picked, request, on_progress)
         overlap = imagenet_overlap(source, training_run)
         report["imagenet_overlap"] = overlap
-        report["skipped"] = skipped
         outcome = EvalOutcome(
             source,
             choice,
@@ -359,7 +325,7 @@ def run(
             seconds,
             run_id=training_run.id if training_run else None,
             imagenet_overlap=overlap,
-            skipped=skipped,
+            skipped=report["skipped"],
             notes=picked.notes,
         )
         if request.record:
@@ -378,6 +344,49 @@ def run(
         return outcome
     finally:
         conn.close()
+
+
+def _pick(conn: Any, db_path: Path, request: EvalRequest, training_run: Any, stage: Callable[[str], None]) -> _Picked:
+    if request.store:
+        return _pick_store(conn, db_path)
+    root = request.dataset or (Path(training_run.dataset) if training_run else request.default_dataset)
+    if root is None:
+        raise DogbreedError("say which data: --dataset DIR (with --split) or --store")
+    return _pick_dataset(Path(root), request.split, training_run, stage)
+
+
+def _measure(
+    engine: Any, picked: _Picked, request: EvalRequest, on_progress: Callable[[int, int], None] | None
+) -> tuple[dict[str, Any], float]:
+    """Score the picked pictures through the engine, in the model's label space: (report, seconds)."""
+    from dogbreed.imagesets import EvalTransform, loader
+
+    space, data_labels, unknown = _label_space(tuple(engine.spec.classes), picked.wnids)
+    if unknown:
+        picked.notes.append(_unknown_note(unknown, sum(w in unknown for w in picked.wnids)))
+    where = {w: i for i, w in enumerate(space)}
+    dataset = picked.make([where[w] for w in picked.wnids], EvalTransform(engine.spec.preprocessing))
+    total = len(dataset)
+    workers = _loader_workers(request.loader_workers, total, request.batch_size)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress:
+            on_progress(done, total)
+
+    started = time.perf_counter()
+    scored = score(_Padded(engine, len(space)), loader(dataset, request.batch_size, workers=workers), advance)
+    seconds = time.perf_counter() - started
+    if not len(scored.y_true):
+        raise DogbreedError(f"none of the {total} picture(s) could be decoded; nothing to evaluate")
+    report = build_report(scored.y_true, scored.probs, space, scored.keys)
+    if len(data_labels) < len(space):
+        report["accuracy_data_breeds"] = accuracy_within(scored.y_true, scored.probs, data_labels)
+    report["data_breeds"] = len(data_labels)
+    report["skipped"] = {**picked.skipped, **{key: "could not be decoded" for key in scored.failed}}
+    return report, seconds
 
 
 class _Padded:

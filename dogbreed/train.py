@@ -987,122 +987,37 @@ def _fit(
     if config.tensorboard is not None:
         check_tensorboard()
     _seed_everything(config.seed + ctx.rank)
-    if rank_device is not None:
-        device = rank_device
-    else:
-        device, warning = select_device(config.device)
-        if warning:
-            listener.warn(warning)
+    device = rank_device if rank_device is not None else _device(config, listener)
     amp = mixed_precision.choose(device, config.precision)
     if amp.warning:
         listener.warn(amp.warning)
     data = _prepare_data(config, listener, ctx)
     classes = [[b.wnid, b.name] for b in data.index.classes]
-
-    start, plan = _Start(), None
-    if ctx.main:
-        if state is not None:
-            plan, start = _plan_resumed(state, config, classes), _Start(state=state, model_state=model_state)
-        elif config.init_from is not None:
-            plan, start = _plan_warm_start(config, classes, db_path)
-        else:
-            plan = _plan_fresh(config)
-    plan = distributed.broadcast(ctx, plan)
-    for text in plan.notes:
-        listener.warn(text)
-    model = _build(plan, config, len(classes), ctx, fresh=state is None)
-    if start.weights is not None:
-        _load_carried(model, start.weights, f"--from {config.init_from}")
-    if start.model_state is not None:
-        model.load_state_dict(start.model_state)
-    model = model.to(device)
-    distributed.sync_weights(ctx, model)
-
-    prep = plan.prep
-    meta = CheckpointMeta(
-        plan.arch,
-        plan.mode,
-        classes,
-        image_size=prep.crop_size,
-        mean=list(prep.mean),
-        std=list(prep.std),
-        resize_size=prep.resize_size,
-        interpolation=prep.interpolation,
-        metrics={"imagenet_overlap": plan.imagenet_overlap},
-    )
-    run = _Run(config, ctx, meta)
+    plan, model = _model(config, db_path, classes, ctx, device, state, model_state, listener)
     device_label = f"{device} x{ctx.world} ({ctx.backend})" if ctx.active else str(device)
-    name = config.name or f"{plan.arch}-{plan.mode}"
-    params = {
-        **config.params(),
-        "model": plan.arch,
-        "mode": plan.mode,
-        "world_size": ctx.world,
-        "imagenet_overlap": plan.imagenet_overlap,
-    }
-    run.open(
-        db_path,
-        resume_id,
-        {
-            "name": name,
-            "model": plan.arch,
-            "mode": plan.mode,
-            "device": device_label,
-            "dataset": str(config.dataset),
-            "params": params,
-            "num_classes": len(classes),
-            "precision": amp.name,
-            "init_from": plan.init_from,
-        },
-    )
-    run.result.precision = amp.name
+    run = _open_run(config, db_path, ctx, plan, classes, device_label, amp, resume_id)
     fitter, tb = None, None
     with _SigtermAsException() as guard:
         try:
             cached = plan.mode == "extractor" and config.cache_features
             fitter = (_CachedHeadFitter if cached else _FullFitter)(
-                model, data, config, prep, device, listener, amp, ctx
+                model, data, config, plan.prep, device, listener, amp, ctx
             )
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(fitter.optimizer, T_max=config.epochs)
             scaler = amp.grad_scaler()
-            first = 1
             shared = distributed.broadcast(ctx, _shareable(state))
             state = state if ctx.main else shared
+            first = 1
             if state is not None:
                 first = _restore(state, run, fitter, scheduler, scaler, device, ctx, listener, model)
                 if ctx.main:
                     run_rows.update_run(run.conn, run.id, device=device_label, precision=amp.name)
             _announce(listener, run, plan, data, device_label, amp, cached, first)
             if ctx.main and config.tensorboard is not None:
-                tb = tensorboard_writer(config.tensorboard, run.id, name)
+                tb = tensorboard_writer(config.tensorboard, run.id, config.name or f"{plan.arch}-{plan.mode}")
             for epoch in range(first, config.epochs + 1):
-                began = time.perf_counter()
-                lr = fitter.optimizer.param_groups[0]["lr"]
-                trained, val = fitter.epoch(epoch, scaler)
-                scheduler.step()
-                row = _epoch_row(epoch, trained, val, len(classes), lr, time.perf_counter() - began)
-                training_state = {
-                    "epoch": epoch,
-                    "world_size": ctx.world,
-                    "optimizer": fitter.optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "rng": distributed.gather(ctx, _rng_state(device, fitter.generator)),
-                }
-                run.end_epoch(model, row, training_state)
-                if tb is not None:
-                    for tag, key in TENSORBOARD_SERIES:
-                        tb.add_scalar(tag, row[key], epoch)
-                    tb.flush()
-                listener.epoch({**row, "best": run.result.best_epoch == epoch})
-            listener.stage(f"evaluating epoch {run.result.best_epoch} on the test split ({len(data.test)} images)")
-            model.load_state_dict(run.best_state)
-            model.eval()
-            test = _score_test(model, run, data, config, device, ctx, listener)
-            report = build_report(test.y_true, test.probs, [c[0] for c in classes], test.keys)
-            report["imagenet_overlap"] = plan.imagenet_overlap
-            failed = set().union(*distributed.gather(ctx, fitter.skipped)) | set(test.failed)
-            run.finish(model, report, _skipped(data.unreadable, failed))
+                _one_epoch(epoch, run, fitter, scheduler, scaler, model, len(classes), device, ctx, listener, tb)
+            _test_and_finish(run, model, data, classes, plan, device, ctx, listener, fitter)
         except KeyboardInterrupt:
             guard.hold()
             run.stop("interrupted", _skipped(data.unreadable, fitter.skipped if fitter else set()))
@@ -1128,6 +1043,149 @@ def _fit(
                 tb.close()
             run.close()
     return run.result
+
+
+def _device(config: TrainConfig, listener: Listener) -> torch.device:
+    device, warning = select_device(config.device)
+    if warning:
+        listener.warn(warning)
+    return device
+
+
+def _model(
+    config: TrainConfig,
+    db_path: Path,
+    classes: list[list[str]],
+    ctx: Context,
+    device: torch.device,
+    state: dict | None,
+    model_state: dict | None,
+    listener: Listener,
+) -> tuple[_Plan, Classifier]:
+    """Rank 0 decides the model (fresh, warm-started or resumed) and loads its weights; every rank builds the same
+    and receives rank 0's weights."""
+    start, plan = _Start(), None
+    if ctx.main:
+        if state is not None:
+            plan, start = _plan_resumed(state, config, classes), _Start(state=state, model_state=model_state)
+        elif config.init_from is not None:
+            plan, start = _plan_warm_start(config, classes, db_path)
+        else:
+            plan = _plan_fresh(config)
+    plan = distributed.broadcast(ctx, plan)
+    for text in plan.notes:
+        listener.warn(text)
+    model = _build(plan, config, len(classes), ctx, fresh=state is None)
+    if start.weights is not None:
+        _load_carried(model, start.weights, f"--from {config.init_from}")
+    if start.model_state is not None:
+        model.load_state_dict(start.model_state)
+    model = model.to(device)
+    distributed.sync_weights(ctx, model)
+    return plan, model
+
+
+def _open_run(
+    config: TrainConfig,
+    db_path: Path,
+    ctx: Context,
+    plan: _Plan,
+    classes: list[list[str]],
+    device_label: str,
+    amp: Precision,
+    resume_id: int | None,
+) -> _Run:
+    prep = plan.prep
+    meta = CheckpointMeta(
+        plan.arch,
+        plan.mode,
+        classes,
+        image_size=prep.crop_size,
+        mean=list(prep.mean),
+        std=list(prep.std),
+        resize_size=prep.resize_size,
+        interpolation=prep.interpolation,
+        metrics={"imagenet_overlap": plan.imagenet_overlap},
+    )
+    run = _Run(config, ctx, meta)
+    params = {
+        **config.params(),
+        "model": plan.arch,
+        "mode": plan.mode,
+        "world_size": ctx.world,
+        "imagenet_overlap": plan.imagenet_overlap,
+    }
+    values = {
+        "name": config.name or f"{plan.arch}-{plan.mode}",
+        "model": plan.arch,
+        "mode": plan.mode,
+        "device": device_label,
+        "dataset": str(config.dataset),
+        "params": params,
+        "num_classes": len(classes),
+        "precision": amp.name,
+        "init_from": plan.init_from,
+    }
+    run.open(db_path, resume_id, values)
+    run.result.precision = amp.name
+    return run
+
+
+def _one_epoch(
+    epoch: int,
+    run: _Run,
+    fitter,
+    scheduler,
+    scaler,
+    model: Classifier,
+    num_classes: int,
+    device: torch.device,
+    ctx: Context,
+    listener: Listener,
+    tb,
+) -> None:
+    """Train and validate one epoch, then record it with the full training state (see ``_Run.end_epoch``)."""
+    began = time.perf_counter()
+    lr = fitter.optimizer.param_groups[0]["lr"]
+    trained, val = fitter.epoch(epoch, scaler)
+    scheduler.step()
+    row = _epoch_row(epoch, trained, val, num_classes, lr, time.perf_counter() - began)
+    training_state = {
+        "epoch": epoch,
+        "world_size": ctx.world,
+        "optimizer": fitter.optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": distributed.gather(ctx, _rng_state(device, fitter.generator)),
+    }
+    run.end_epoch(model, row, training_state)
+    if tb is not None:
+        for tag, key in TENSORBOARD_SERIES:
+            tb.add_scalar(tag, row[key], epoch)
+        tb.flush()
+    listener.epoch({**row, "best": run.result.best_epoch == epoch})
+
+
+def _test_and_finish(
+    run: _Run,
+    model: Classifier,
+    data: _Data,
+    classes: list[list[str]],
+    plan: _Plan,
+    device: torch.device,
+    ctx: Context,
+    listener: Listener,
+    fitter,
+) -> None:
+    """The kept epoch's weights on the test split, once; the run finished with its report."""
+    listener.stage(f"evaluating epoch {run.result.best_epoch} on the test split ({len(data.test)} images)")
+    model.load_state_dict(run.best_state)
+    model.eval()
+    test = _score_test(model, run, data, run.config, device, ctx, listener)
+    report = build_report(test.y_true, test.probs, [c[0] for c in classes], test.keys)
+    report["imagenet_overlap"] = plan.imagenet_overlap
+    failed = set().union(*distributed.gather(ctx, fitter.skipped)) | set(test.failed)
+    run.finish(model, report, _skipped(data.unreadable, failed))
 
 
 def _shareable(state: dict | None) -> dict | None:

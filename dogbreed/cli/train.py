@@ -199,7 +199,6 @@ def train_cmd(
         "--resume",
         metavar="RUN",
         min=1,
-        max=MAX_ID,
         help="Continue an interrupted, failed or killed run from its last completed epoch, in the same record.",
     ),
     precision: str = typer.Option(
@@ -512,7 +511,11 @@ def print_eval(outcome: Any, quiet: bool) -> None:
             {"true": display_name(p["true"]), "predicted": display_name(p["predicted"]), "count": p["count"]}
             for p in r["most_confused"]
         ]
-        columns = [Column("true", "true breed"), Column("predicted", "taken for"), Column("count", "images")]
+        columns = [
+            Column("true", "true breed"),
+            Column("predicted", "taken for"),
+            Column("count", "images", justify="right"),
+        ]
         emit(pairs, columns, "table", title="most confused")
 
 
