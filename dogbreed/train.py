@@ -962,12 +962,34 @@ def _load_resume(
             if value is not None:
                 setattr(config, key, Path(value) if key in ("dataset", "tensorboard") else value)
         meta, model_state, rest = read_checkpoint(run.last_checkpoint_path)
-        state = rest.get(STATE_KEY)
-        if not isinstance(state, dict) or "epoch" not in state:
-            raise DogbreedError(f"{run.last_checkpoint_path} holds no training state to resume from")
+        state = _checked_state(rest.get(STATE_KEY), run.last_checkpoint_path, config.epochs)
         state = {**state, "meta": asdict(meta)}
     config = distributed.broadcast(ctx, config)
     return config, state, model_state
+
+
+_STATE_TYPES = {
+    "epoch": int,
+    "optimizer": dict,
+    "scheduler": dict,
+    "epochs": list,
+    "best_epoch": int,
+    "best_val_acc": float,
+    "rng": list,
+}
+
+
+def _checked_state(state: Any, path: str, epochs: int) -> dict:
+    """A saved training state with the parts resuming reads, of the right types (a damaged or crafted file is a
+    one-line error, not a traceback half-way through restoring)."""
+    if not isinstance(state, dict):
+        raise DogbreedError(f"{path} holds no training state to resume from")
+    for key, kind in _STATE_TYPES.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise DogbreedError(f"{path} holds a damaged training state ({key!r} is missing or not a {kind.__name__})")
+    if not 1 <= state["epoch"] <= epochs or len(state["epochs"]) != state["epoch"]:
+        raise DogbreedError(f"{path} holds a damaged training state (epoch {state['epoch']} of {epochs})")
+    return state
 
 
 def _fit(
@@ -1211,10 +1233,15 @@ def _restore(
 ) -> int:
     """Optimizer, scheduler, gradient scaler and RNG state as they were after the saved epoch; the run record
     reopened. Returns the first epoch still to train."""
-    fitter.optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
+    try:
+        fitter.optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise DogbreedError(
+            f"run {run.id}'s saved optimizer state does not fit its model ({type(exc).__name__}: {exc}"[:300] + ")"
+        ) from None
     rng = state.get("rng") or []
     if len(rng) == ctx.world:
         _set_rng_state(rng[ctx.rank], device, fitter.generator)

@@ -40,7 +40,7 @@ def _save(fig: Any, output: Path) -> Path:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_bytes(buf.getvalue())
     except OSError as exc:
-        raise DogbreedError(f"cannot write {output}: {exc.strerror or exc}; choose another --output") from None
+        raise DogbreedError(f"cannot write {output}: {exc.strerror or exc}; choose another file") from None
     return output
 
 

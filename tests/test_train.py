@@ -401,3 +401,34 @@ def test_tensorboard_logs_the_epochs_or_says_what_is_missing(cli, learnable, tmp
     events.Reload()
     values = [e.value for e in events.Scalars("accuracy/validation")]
     assert values == pytest.approx([e["val_acc"] for e in out["epochs"]])
+
+
+def test_a_damaged_training_state_is_a_one_line_error(cli, learnable, tmp_path):
+    from dogbreed.store import open_store
+    from dogbreed.store import runs as run_rows
+    from tests.conftest import make_checkpoint
+
+    conn = open_store(cli.db)
+    run_id = run_rows.start_run(
+        conn,
+        name="crafted",
+        model="resnet18",
+        mode="extractor",
+        device="cpu",
+        dataset=str(learnable),
+        params={"dataset": str(learnable), "epochs": 4},
+        num_classes=120,
+    )
+    last = make_checkpoint(tmp_path / "crafted.last.pt")
+    run_rows.update_run(conn, run_id, status="interrupted", last_checkpoint_path=str(last))
+    result = cli("train", "--resume", run_id, expect=1)
+    assert "holds no training state" in result.stderr and "Traceback" not in result.output
+
+    import torch
+
+    payload = torch.load(last, weights_only=True)
+    payload["train_state"] = {"epoch": 2, "optimizer": "not a dict"}
+    torch.save(payload, last)
+    result = cli("train", "--resume", run_id, expect=1)
+    assert "damaged training state ('optimizer'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert cli.sql("SELECT status FROM runs") == [("interrupted",)]  # nothing changed
