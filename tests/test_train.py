@@ -16,6 +16,14 @@ def learnable(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """Three breeds, 16 pictures each: enough for a few finetune epochs in seconds."""
+    root = tmp_path_factory.mktemp("tiny") / "synthetic"
+    make_synthetic(root, breeds=3, per_class=16, size=(40, 32), lists=True, seed=3)
+    return root
+
+
 @pytest.fixture
 def trained(cli, learnable, home):
     """One finished extractor run on the learnable dataset, through the real CLI."""
@@ -175,7 +183,7 @@ train(config, db, HangAfterEpoch2())
 """
 
 
-def test_a_run_killed_after_epoch_2_of_4_resumes_to_exactly_the_uninterrupted_run(cli, learnable, home, tmp_path):
+def test_a_run_killed_after_epoch_2_of_4_resumes_to_exactly_the_uninterrupted_run(cli, tiny, home, tmp_path):
     """SIGKILL (no chance to clean up) after epoch 2; --resume trains epochs 3 and 4 in the same record, with the
     optimizer, scheduler and RNG state of the killed run: the same numbers as a run that was never interrupted."""
     import signal
@@ -186,7 +194,7 @@ def test_a_run_killed_after_epoch_2_of_4_resumes_to_exactly_the_uninterrupted_ru
     cli("stats")  # create the store
     marker = tmp_path / "epoch2"
     proc = subprocess.Popen(
-        [sys.executable, "-c", HANG_AFTER_EPOCH_2, marker, learnable, home / "checkpoints", cli.db],
+        [sys.executable, "-c", HANG_AFTER_EPOCH_2, marker, tiny, home / "checkpoints", cli.db],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -213,7 +221,7 @@ def test_a_run_killed_after_epoch_2_of_4_resumes_to_exactly_the_uninterrupted_ru
     assert not list((home / "checkpoints").glob(".*.tmp"))
 
     straight = cli.json(
-        "train", "--dataset", learnable, "--finetune", "--epochs", 4, "--lr", "3e-3", "--precision", "fp32", *SMALL
+        "train", "--dataset", tiny, "--finetune", "--epochs", 4, "--lr", "3e-3", "--precision", "fp32", *SMALL
     )
     reference = cli.json("stats", straight["run_id"])["epochs"]
     for got, want in zip(run["epochs"], reference):
