@@ -34,9 +34,9 @@ MAX_ID = 2**63 - 1  # SQLite's largest integer: bigger ids cannot exist
 
 
 def dog_mark(p: float | None) -> str:
-    """How a dog probability reads in a table: '99.8%', 'NOT A DOG? 0.4%', or '' when the model cannot tell."""
+    """How a dog probability reads: '99.8%', 'NOT A DOG? 0.4%', or '?' when the model cannot tell."""
     if p is None:
-        return ""
+        return "?"
     return percent(p) if p >= DOG_THRESHOLD else f"NOT A DOG? {percent(p)}"
 
 
