@@ -141,6 +141,7 @@ LIST_COLUMNS = [
     Column("top1_name", "top-1"),
     Column("top1_prob", "p", percent, justify="right"),
     Column("dog_probability", "dog", dog_mark, justify="right"),
+    Column("model_name", "model", fold=True),
     Column("created_at", "uploaded", when),
 ]
 
