@@ -99,8 +99,8 @@ def render_view(
 
 
 def render_curves(epochs: list[dict[str, Any]], output: Path, title: str = "", best_epoch: int | None = None) -> Path:
-    """Loss, accuracy and macro F1 per epoch, train against validation, accuracy and F1 in %, the kept epoch
-    marked."""
+    """Loss, accuracy and macro F1 per epoch, train against validation, each on the scale the tables use
+    (accuracy in %, F1 from 0 to 1), the kept epoch marked."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
@@ -115,7 +115,7 @@ def render_curves(epochs: list[dict[str, Any]], output: Path, title: str = "", b
                 100,
                 [("train_acc", "train top-1"), ("val_acc", "validation top-1"), ("val_top5", "validation top-5")],
             ),
-            ("macro F1", "macro F1 (%)", 100, [("train_f1", "train"), ("val_f1", "validation")]),
+            ("macro F1", "macro F1 (0-1, as in the tables)", 1, [("train_f1", "train"), ("val_f1", "validation")]),
         )
         for ax, (name, ylabel, scale, series) in zip(axes, panels):
             for key, label in series:

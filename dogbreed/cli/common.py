@@ -138,6 +138,7 @@ class Column:
     render: Callable[[Any], str] = clean  # the table's text for a value; CSV and JSON get the raw value
     justify: str = "left"
     fold: bool = False  # long values wrap in a narrow terminal instead of being cut
+    missing: str = ""  # what the table shows for None
 
 
 def emit(
@@ -168,7 +169,9 @@ def emit(
     for c in columns:
         table.add_column(c.header, justify=c.justify, overflow="fold" if c.fold else "ellipsis")
     for row in rows:
-        table.add_row(*(Text(clean(c.render(row[c.key]))) if row.get(c.key) is not None else Text("") for c in columns))
+        table.add_row(
+            *(Text(clean(c.render(row[c.key])) if row.get(c.key) is not None else c.missing) for c in columns)
+        )
     out.print(table)
     if not rows and empty:
         out.print(safe(empty))

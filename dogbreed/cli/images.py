@@ -34,9 +34,9 @@ MAX_ID = 2**63 - 1  # SQLite's largest integer: bigger ids cannot exist
 
 
 def dog_mark(p: float | None) -> str:
-    """How a dog probability reads in a table: '99.8%', 'NOT A DOG? 0.4%', or '' when the model cannot tell."""
+    """How a dog probability reads: '99.8%', 'NOT A DOG? 0.4%', or '?' when the model cannot tell."""
     if p is None:
-        return ""
+        return "?"
     return percent(p) if p >= DOG_THRESHOLD else f"NOT A DOG? {percent(p)}"
 
 
@@ -141,6 +141,7 @@ LIST_COLUMNS = [
     Column("top1_name", "top-1"),
     Column("top1_prob", "p", percent, justify="right"),
     Column("dog_probability", "dog", dog_mark, justify="right"),
+    Column("model_name", "model", fold=True),
     Column("created_at", "uploaded", when),
 ]
 

@@ -10,6 +10,7 @@ from dogbreed.cli.common import (
     CsvOpt,
     JsonOpt,
     NlOpt,
+    WeightsOpt,
     emit,
     examples,
     open_db,
@@ -45,6 +46,7 @@ def models_cmd(
         "--default",
         help="Pin the model predict uses when none is named: a ready model name, run:N, a checkpoint path, or auto.",
     ),
+    weights: WeightsOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
     as_nl: NlOpt = False,
@@ -68,7 +70,7 @@ def models_cmd(
         elif Path(default).suffix or "/" in default:
             sources.pin(conn, sources.from_checkpoint(default))
         else:
-            sources.pin(conn, sources.from_ready(default))
+            sources.pin(conn, sources.from_ready(default, weights_file=weights))
     current = sources.resolve(conn)
     rows = []
     for m in zoo.ready_models():

@@ -78,7 +78,7 @@ RESULT_COLUMNS = [
     Column("top1", "top-1"),
     Column("top1_probability", "p", percent, justify="right"),
     Column("others", "runners-up", fold=True),
-    Column("dog_probability", "dog", dog_mark, justify="right"),
+    Column("dog_probability", "dog", dog_mark, justify="right", missing="?"),
 ]
 
 
