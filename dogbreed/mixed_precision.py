@@ -98,10 +98,11 @@ def choose(device: Any, requested: str = "auto") -> Precision:
     if requested == "fp16":
         raise DogbreedError(f"fp16 training needs a CUDA GPU; this run is on {device}: use --precision bf16 or fp32")
     if kind == "cpu":
-        native = cpu_has_native_bf16()
+        flags = sorted(cpu_features() & NATIVE_BF16_FLAGS)
+        native = bool(flags)
         if requested == "auto":
             if native:
-                return Precision("bf16", kind, "bf16 autocast (this CPU has native bf16: AVX512_BF16/AMX)")
+                return Precision("bf16", kind, f"bf16 autocast (this CPU has native bf16: {', '.join(flags)})")
             return Precision("fp32", kind, "fp32 (this CPU has no native bf16)")
         if requested == "bf16" and not native:
             return Precision(
