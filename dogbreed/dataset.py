@@ -8,6 +8,7 @@ Layout, as Stanford ships it::
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
@@ -550,6 +551,8 @@ def _receive(
                             )
                         window_start, window_done = now, done
             except (http.client.HTTPException, OSError) as exc:  # a dropped connection, a socket timeout
+                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                    raise _stopped(url, done, f"could not be written to {part.parent}: the disk is full") from None
                 if deadline.expired:
                     raise _stopped(url, done, f"took longer than {limits.deadline_s:g} s") from None
                 if isinstance(exc, TimeoutError):
