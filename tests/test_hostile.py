@@ -29,6 +29,7 @@ import tarfile
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -803,6 +804,22 @@ def test_an_empty_path_argument_is_refused_not_read_as_the_current_folder(cli, t
     assert cli.sql("SELECT COUNT(*) FROM images") == [(0,)]
 
 
+def test_non_utf8_dataset_and_checkpoint_paths_are_one_line_not_a_traceback(cli, tmp_path, checkpoint):
+    """Linux names may be any bytes; the store keeps text. Training from such a folder or predicting with such a
+    checkpoint says so in one line, and records nothing half-way."""
+    data = Path(os.fsdecode(os.fsencode(tmp_path) + b"/donn\xe9es"))
+    make_synthetic(data, breeds=2, per_class=6, size=(40, 30))
+    result = cli("train", "--dataset", data, *TINY_TRAIN, expect=1)
+    one_error_line(result.output, "not valid UTF-8", "donn\ufffdes")
+    assert runs_recorded(cli.db) == 0
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/mod\xe8le.pt"))
+    shutil.copy(checkpoint, odd)
+    result = cli("predict", write(tmp_path / "a.jpg", jpeg_bytes()), "-c", odd, "-w", "0", expect=1)
+    one_error_line(result.output, "not valid UTF-8")
+    assert cli.sql("SELECT COUNT(*) FROM jobs") == [(0,)]
+    store_intact(cli.db)
+
+
 def test_a_non_utf8_breed_folder_with_label_from_folder_is_one_refusal(cli, tmp_path):
     folder = tmp_path / "Images"
     write(folder / "n02085620-Chihuahua" / "a.jpg", jpeg_bytes(seed=1))
@@ -1121,52 +1138,60 @@ class _Evil:
         return (os.system, ("touch /tmp/dogbreed-pwned",))
 
 
-def _crafted_checkpoints(payload: dict) -> dict[str, tuple[object, str]]:
+def _crafted_checkpoints(payload: dict) -> dict[str, tuple[Callable[[], object], str]]:
+    """name -> (what to write, made on demand, and the words the refusal must say)."""
     import torch
 
     first = next(iter(payload["state_dict"]))
     return {
-        "zero bytes": (b"", "empty"),
-        "a text file": (b"not a checkpoint at all\n", "text file"),
-        "a jpeg": (jpeg_bytes(), "JPEG"),
-        "a list": ([1, 2, 3], "not a dogbreed checkpoint"),
-        "a tensor": (torch.zeros(3), "not a dogbreed checkpoint"),
-        "a plain state dict": (payload["state_dict"], "plain state dict"),
-        "a pickled object": ({**payload, "extra": _Evil()}, "pickled Python objects"),
-        "meta is a list": ({**payload, "meta": [1]}, "no metadata"),
-        "no arch": (_meta(payload, arch=...), "'arch' is missing"),
-        "arch is a number": (_meta(payload, arch=5), "'arch'"),
-        "arch is code": (_meta(payload, arch="__import__('os').system('id')"), "'arch'"),
-        "unknown arch": (_meta(payload, arch="resnet9000"), "unknown model"),
-        "bad mode": (_meta(payload, mode="root"), "'mode'"),
-        "classes a string": (_meta(payload, classes="n02085620"), "'classes'"),
-        "classes not pairs": (_meta(payload, classes=[["n02085620", 1], ["n02085782"]]), "'classes'"),
-        "classes unknown": (_meta(payload, classes=[["n00000000", "x"], ["n02085782", "y"]]), "'n00000000'"),
-        "classes twice": (_meta(payload, classes=[["n02085620", "a"]] * 120), "twice"),
-        "image_size 30000": (_meta(payload, image_size=30000), "'image_size'"),
-        "image_size true": (_meta(payload, image_size=True), "'image_size'"),
-        "image_size text": (_meta(payload, image_size="224"), "'image_size'"),
-        "resize_size 1e9": (_meta(payload, resize_size=10**9), "'resize_size'"),
-        "mean nan": (_meta(payload, mean=[float("nan"), 0.5, 0.5]), "'mean'"),
-        "std zero": (_meta(payload, std=[0.0, 1.0, 1.0]), "'std'"),
-        "std two values": (_meta(payload, std=[1.0, 1.0]), "'std'"),
-        "interpolation unknown": (_meta(payload, interpolation="lanczos"), "'interpolation'"),
-        "metrics a list": (_meta(payload, metrics=[1]), "'metrics'"),
-        "run_id text": (_meta(payload, run_id="1; DROP TABLE runs"), "'run_id'"),
-        "imagenet_head without its layer": (_meta(payload, imagenet_head=True), "missing key"),
-        "newer version": ({**payload, "version": 99}, "newer dogbreed"),
-        "version text": ({**payload, "version": "2"}, "newer dogbreed"),
-        "state_dict a list": ({**payload, "state_dict": [1]}, "no usable weights"),
-        "state_dict with a number": (_state(payload, lambda s: {**s, "x": 1}), "no usable weights"),
-        "state_dict missing a key": (_state(payload, lambda s: {k: v for k, v in s.items() if k != first}), "missing"),
-        "state_dict extra key": (_state(payload, lambda s: {**s, "evil.weight": torch.zeros(1)}), "unexpected"),
-        "state_dict wrong shape": (_state(payload, lambda s: {**s, first: s[first][:1]}), "shape"),
+        "zero bytes": (lambda: b"", "empty"),
+        "a text file": (lambda: b"not a checkpoint at all\n", "text file"),
+        "a jpeg": (lambda: jpeg_bytes(), "JPEG"),
+        "a list": (lambda: [1, 2, 3], "not a dogbreed checkpoint"),
+        "a tensor": (lambda: torch.zeros(3), "not a dogbreed checkpoint"),
+        "a plain state dict": (lambda: payload["state_dict"], "plain state dict"),
+        "a pickled object": (lambda: {**payload, "extra": _Evil()}, "pickled Python objects"),
+        "meta is a list": (lambda: {**payload, "meta": [1]}, "no metadata"),
+        "no arch": (lambda: _meta(payload, arch=...), "'arch' is missing"),
+        "arch is a number": (lambda: _meta(payload, arch=5), "'arch'"),
+        "arch is code": (lambda: _meta(payload, arch="__import__('os').system('id')"), "'arch'"),
+        "unknown arch": (lambda: _meta(payload, arch="resnet9000"), "unknown model"),
+        "bad mode": (lambda: _meta(payload, mode="root"), "'mode'"),
+        "classes a string": (lambda: _meta(payload, classes="n02085620"), "'classes'"),
+        "classes not pairs": (lambda: _meta(payload, classes=[["n02085620", 1], ["n02085782"]]), "'classes'"),
+        "classes unknown": (lambda: _meta(payload, classes=[["n00000000", "x"], ["n02085782", "y"]]), "'n00000000'"),
+        "classes twice": (lambda: _meta(payload, classes=[["n02085620", "a"]] * 120), "twice"),
+        "image_size 30000": (lambda: _meta(payload, image_size=30000), "'image_size'"),
+        "image_size true": (lambda: _meta(payload, image_size=True), "'image_size'"),
+        "image_size text": (lambda: _meta(payload, image_size="224"), "'image_size'"),
+        "resize_size 1e9": (lambda: _meta(payload, resize_size=10**9), "'resize_size'"),
+        "mean nan": (lambda: _meta(payload, mean=[float("nan"), 0.5, 0.5]), "'mean'"),
+        "std zero": (lambda: _meta(payload, std=[0.0, 1.0, 1.0]), "'std'"),
+        "std two values": (lambda: _meta(payload, std=[1.0, 1.0]), "'std'"),
+        "interpolation unknown": (lambda: _meta(payload, interpolation="lanczos"), "'interpolation'"),
+        "metrics a list": (lambda: _meta(payload, metrics=[1]), "'metrics'"),
+        "run_id text": (lambda: _meta(payload, run_id="1; DROP TABLE runs"), "'run_id'"),
+        "imagenet_head without its layer": (lambda: _meta(payload, imagenet_head=True), "missing key"),
+        "newer version": (lambda: {**payload, "version": 99}, "newer dogbreed"),
+        "version text": (lambda: {**payload, "version": "2"}, "newer dogbreed"),
+        "state_dict a list": (lambda: {**payload, "state_dict": [1]}, "no usable weights"),
+        "state_dict with a number": (lambda: _state(payload, lambda s: {**s, "x": 1}), "no usable weights"),
+        "state_dict missing a key": (
+            lambda: _state(payload, lambda s: {k: v for k, v in s.items() if k != first}),
+            "missing",
+        ),
+        "state_dict extra key": (lambda: _state(payload, lambda s: {**s, "evil.weight": torch.zeros(1)}), "unexpected"),
+        "state_dict wrong shape": (lambda: _state(payload, lambda s: {**s, first: s[first][:1]}), "shape"),
         "state_dict integers": (
-            _state(payload, lambda s: {k: v.to(torch.int64) if v.is_floating_point() else v for k, v in s.items()}),
+            lambda: _state(
+                payload, lambda s: {k: v.to(torch.int64) if v.is_floating_point() else v for k, v in s.items()}
+            ),
             "wrong kind",
         ),
         "state_dict complex": (
-            _state(payload, lambda s: {k: v.to(torch.complex64) if v.is_floating_point() else v for k, v in s.items()}),
+            lambda: _state(
+                payload, lambda s: {k: v.to(torch.complex64) if v.is_floating_point() else v for k, v in s.items()}
+            ),
             "wrong kind",
         ),
     }
@@ -1182,53 +1207,13 @@ def _write_crafted(path: Path, content: object) -> Path:
     return path
 
 
-CRAFTED_NAMES = sorted(
-    [
-        "zero bytes",
-        "a text file",
-        "a jpeg",
-        "a list",
-        "a tensor",
-        "a plain state dict",
-        "a pickled object",
-        "meta is a list",
-        "no arch",
-        "arch is a number",
-        "arch is code",
-        "unknown arch",
-        "bad mode",
-        "classes a string",
-        "classes not pairs",
-        "classes unknown",
-        "classes twice",
-        "image_size 30000",
-        "image_size true",
-        "image_size text",
-        "resize_size 1e9",
-        "mean nan",
-        "std zero",
-        "std two values",
-        "interpolation unknown",
-        "metrics a list",
-        "run_id text",
-        "imagenet_head without its layer",
-        "newer version",
-        "version text",
-        "state_dict a list",
-        "state_dict with a number",
-        "state_dict missing a key",
-        "state_dict extra key",
-        "state_dict wrong shape",
-        "state_dict integers",
-        "state_dict complex",
-    ]
-)
+CRAFTED_NAMES = sorted(_crafted_checkpoints({"state_dict": {"w": None}}))
 
 
 @pytest.mark.parametrize("case", CRAFTED_NAMES)
 def test_a_crafted_checkpoint_is_one_line_and_leaves_no_job_behind(cli, tmp_path, good_payload, case):
-    content, reason = _crafted_checkpoints(good_payload)[case]
-    path = _write_crafted(tmp_path / "crafted.pt", content)
+    make, reason = _crafted_checkpoints(good_payload)[case]
+    path = _write_crafted(tmp_path / "crafted.pt", make())
     cli("upload", write(tmp_path / "a.jpg", jpeg_bytes()))
     result = cli("predict", "--id", "1", "--checkpoint", path, "-w", "0", expect=1)
     one_error_line(result.output, reason)
