@@ -4,6 +4,13 @@ Layout, as Stanford ships it::
 
     <dataset>/Images/n02085620-Chihuahua/n02085620_10074.jpg
     <dataset>/lists/train_list.mat, test_list.mat   (MATLAB: file_list, 1-based labels)
+
+Downloads and archives come from the network, so nothing in them is trusted: Stanford's archives must match their
+published sha256; every download is bounded in size and time (a deadline, and a stall rule no drip-feeding server
+escapes); a resume is accepted only when the server's Content-Range says it continues at our offset. Extraction
+does not rely on tarfile's 'data' filter alone (on Python 3.11.7 a chain of links overflowing PATH_MAX defeats it,
+CVE-2025-4517): the raw headers are walked first, every member must be a regular file or a folder landing inside
+the target, counts and sizes are bounded, and the files are written by this module, never through a link.
 """
 
 from __future__ import annotations
@@ -528,39 +535,54 @@ def _receive(
         if total is not None and total > cap:
             part.unlink(missing_ok=True)
             raise DogbreedError(f"{url} is {total:,} bytes, more than the {cap:,} expected; not downloading it")
-        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | (os.O_APPEND if have else os.O_TRUNC)
-        done = have
-        with os.fdopen(os.open(part, flags, 0o644), "wb") as fh:
-            window_start, window_done = time.monotonic(), done
-            try:
-                while chunk := response.read1(1 << 20):
-                    if done + len(chunk) > cap:
-                        fh.close()
-                        part.unlink(missing_ok=True)
-                        raise DogbreedError(f"{url} sent more than {cap:,} bytes; not an archive dogbreed expects")
-                    fh.write(chunk)
-                    done += len(chunk)
-                    on_progress(done, total)
-                    now = time.monotonic()
-                    if now - window_start >= limits.stall_s:
-                        if done - window_done < limits.min_progress_bytes:
-                            raise _stopped(
-                                url,
-                                done,
-                                f"stalled (under {limits.min_progress_bytes:,} bytes in {limits.stall_s:g} s)",
-                            )
-                        window_start, window_done = now, done
-            except (http.client.HTTPException, OSError) as exc:  # a dropped connection, a socket timeout
-                if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                    raise _stopped(url, done, f"could not be written to {part.parent}: the disk is full") from None
-                if deadline.expired:
-                    raise _stopped(url, done, f"took longer than {limits.deadline_s:g} s") from None
-                if isinstance(exc, TimeoutError):
-                    raise _stopped(url, done, f"stalled (nothing for {limits.stall_s:g} s)") from None
-                raise _stopped(url, done, f"was interrupted ({exc})") from None
+        done = _write_body(response, url, part, have, total, cap, limits, deadline, on_progress)
     if deadline.expired:
         raise _stopped(url, done, f"took longer than {limits.deadline_s:g} s")
     return done, total
+
+
+def _write_body(
+    response: http.client.HTTPResponse,
+    url: str,
+    part: Path,
+    have: int,
+    total: int | None,
+    cap: int,
+    limits: Limits,
+    deadline: _Deadline,
+    on_progress: Callable[[int, int | None], None],
+) -> int:
+    """Append the response body to ``part`` (which holds ``have`` bytes), never beyond ``cap`` bytes in all, and
+    give up when less than ``limits.min_progress_bytes`` arrive in a ``limits.stall_s`` window. Returns the size
+    of ``part``."""
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | (os.O_APPEND if have else os.O_TRUNC)
+    done = have
+    with os.fdopen(os.open(part, flags, 0o644), "wb") as fh:
+        window_start, window_done = time.monotonic(), done
+        try:
+            while chunk := response.read1(1 << 20):  # whatever has arrived: a drip cannot block us in a read
+                if done + len(chunk) > cap:
+                    fh.close()
+                    part.unlink(missing_ok=True)
+                    raise DogbreedError(f"{url} sent more than {cap:,} bytes; not an archive dogbreed expects")
+                fh.write(chunk)
+                done += len(chunk)
+                on_progress(done, total)
+                now = time.monotonic()
+                if now - window_start >= limits.stall_s:
+                    if done - window_done < limits.min_progress_bytes:
+                        slow = f"under {limits.min_progress_bytes:,} bytes in {limits.stall_s:g} s"
+                        raise _stopped(url, done, f"stalled ({slow})")
+                    window_start, window_done = now, done
+        except (http.client.HTTPException, OSError) as exc:  # a dropped connection, a socket timeout, a full disk
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise _stopped(url, done, f"could not be written to {part.parent}: the disk is full") from None
+            if deadline.expired:
+                raise _stopped(url, done, f"took longer than {limits.deadline_s:g} s") from None
+            if isinstance(exc, TimeoutError):
+                raise _stopped(url, done, f"stalled (nothing for {limits.stall_s:g} s)") from None
+            raise _stopped(url, done, f"was interrupted ({exc})") from None
+    return done
 
 
 def _fetch(
@@ -710,9 +732,11 @@ def _member_problem(member: tarfile.TarInfo, dest: str, archive_size: int, limit
     resolved = os.path.realpath(os.path.join(dest, *_parts(name)))
     if os.path.commonpath([resolved, dest]) != dest:
         return f"would land outside {dest}"
+    data_filter = getattr(tarfile, "data_filter", None)  # Python 3.10.12+ / 3.11.4+
     try:  # the standard library's own check, as a second line of defence
-        tarfile.data_filter(member, dest)
-    except tarfile.FilterError as exc:
+        if data_filter is not None:
+            data_filter(member, dest)
+    except tarfile.TarError as exc:  # FilterError
         return f"is refused by tarfile's data filter ({exc})"
     return None
 
