@@ -428,6 +428,8 @@ def _load_tensors(path: Path, what: str) -> Any:
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         kind = _sniff(head)
         raise DogbreedError(f"{what} {path} is {kind}, not a torch file (.pt/.pth)")
+    if head.startswith(b"PK"):
+        _check_stored_only(path, size, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -438,6 +440,22 @@ def _load_tensors(path: Path, what: str) -> Any:
                 "unpickling can run arbitrary code; use a plain state dict or a dogbreed checkpoint"
             ) from None
         raise DogbreedError(f"{what} {path} cannot be read as a torch file: {text[:160]}") from None
+
+
+def _check_stored_only(path: Path, size: int, what: str) -> None:
+    """torch.save stores every zip entry uncompressed, so tensors can never be larger than the file; a compressed
+    entry would let a 300 KB file allocate gigabytes inside torch.load (a decompression bomb)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DogbreedError(f"{what} {path} is a damaged torch file ({exc})") from None
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > size:
+        raise DogbreedError(
+            f"{what} {path} holds compressed data, which torch.save never writes; it is not a file dogbreed loads"
+        )
 
 
 def _sniff(head: bytes) -> str:

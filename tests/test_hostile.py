@@ -1225,6 +1225,36 @@ def test_a_crafted_checkpoint_is_one_line_and_leaves_no_job_behind(cli, tmp_path
     store_intact(cli.db)
 
 
+def _deflated(path: Path) -> Path:
+    """``path`` rewritten with every zip entry deflated: what torch.save never writes, and what makes a 70 KB file
+    allocate 64 MB (or gigabytes) inside torch.load."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as source:
+        entries = [(info.filename, source.read(info)) for info in source.infolist()]
+    bomb = path.with_name("bomb.pt")
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as target:
+        for name, data in entries:
+            target.writestr(name, data)
+    return bomb
+
+
+@pytest.mark.parametrize("flag", ["--checkpoint", "--weights"])
+def test_a_checkpoint_that_inflates_inside_torch_load_is_refused(cli, tmp_path, good_payload, flag):
+    import torch
+
+    honest = tmp_path / "honest.pt"
+    if flag == "--checkpoint":
+        torch.save({**good_payload, "padding": torch.zeros(16 << 20)}, honest)
+    else:
+        torch.save({"fc.weight": torch.zeros(16 << 20)}, honest)
+    bomb = _deflated(honest)
+    assert honest.stat().st_size - bomb.stat().st_size > 60 << 20  # 64 MB of tensor from a few kilobytes
+    model = ["--checkpoint", bomb] if flag == "--checkpoint" else ["--model", "resnet18", "--weights", bomb]
+    result = cli("predict", write(tmp_path / "a.jpg", jpeg_bytes()), *model, expect=1)
+    one_error_line(result.output, "compressed data")
+
+
 def test_the_pickle_refusal_is_a_whole_sentence_that_never_suggests_weights_only_false(cli, tmp_path, good_payload):
     path = _write_crafted(tmp_path / "pickled.pt", {**good_payload, "extra": _Evil()})
     line = one_error_line(cli("predict", "x.jpg", "-c", path, expect=1).output)
