@@ -860,7 +860,7 @@ def _rgba_png(width: int, height: int) -> bytes:
 
 BAD_PICTURES = {
     "jpeg cut to a third, end marker appended": (lambda: _cut_with_end_marker(jpeg_bytes((320, 240))), "truncated"),
-    "jpeg header claiming 14000x14000": (lambda: _claims_huge(jpeg_bytes((80, 60))), ""),
+    "jpeg header claiming 14000x14000": (lambda: _claims_huge(jpeg_bytes((80, 60))), "truncated"),
     "progressive jpeg over 64 MP": (_progressive_over_the_limit, "progressive JPEG"),
     "png header claiming 30000x30000": (png_bomb, "pixels"),
     "14000x14000 rgba png": (lambda: _rgba_png(14000, 14000), "pixels"),
@@ -1369,6 +1369,12 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+@pytest.fixture(scope="module")
+def slow_checkpoint(tmp_path_factory) -> Path:
+    """A model slow enough (192 px inputs) that a run lasts long enough to be interfered with."""
+    return make_checkpoint(tmp_path_factory.mktemp("slow") / "slow.pt", image_size=192)
+
+
 @pytest.fixture
 def many_uploaded(home, tmp_path) -> Path:
     folder = tmp_path / "many"
@@ -1378,10 +1384,10 @@ def many_uploaded(home, tmp_path) -> Path:
     return home / "dogbreed.db"
 
 
-def test_images_deleted_while_predict_runs_are_dropped_and_the_rest_finish(many_uploaded, checkpoint):
+def test_images_deleted_while_predict_runs_are_dropped_and_the_rest_finish(many_uploaded, slow_checkpoint):
     db = many_uploaded
     for trial in range(2):
-        cmd = [sys.executable, "-m", "dogbreed", "predict", "--all", "-c", str(checkpoint), "-b", "4", "-w", "2"]
+        cmd = [sys.executable, "-m", "dogbreed", "predict", "--all", "-c", str(slow_checkpoint), "-b", "4", "-w", "2"]
         proc = subprocess.Popen([*cmd, "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         conn = sqlite3.connect(db, timeout=60)
         conn.execute("PRAGMA foreign_keys = ON")
@@ -1392,12 +1398,15 @@ def test_images_deleted_while_predict_runs_are_dropped_and_the_rest_finish(many_
             if conn.execute("SELECT 1 FROM jobs WHERE status = 'running'").fetchone():
                 break
             time.sleep(0.01)
+        during = 0
         for image_id in ids[:12]:  # while the run claims, predicts and records
+            during += proc.poll() is None
             conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
             conn.commit()
             time.sleep(0.01)
         conn.close()
         out, err = proc.communicate(timeout=180)
+        assert during >= 6, "the run ended before the deletes; the case was not exercised"
         assert proc.returncode == 0, out + err
         assert "Traceback" not in out + err and "FOREIGN KEY" not in out + err
         store_intact(db)
@@ -1410,9 +1419,9 @@ def test_images_deleted_while_predict_runs_are_dropped_and_the_rest_finish(many_
         assert left == 0 and unpredicted == 0
 
 
-def test_a_killed_pool_worker_is_replaced_and_the_run_finishes(many_uploaded, checkpoint):
+def test_a_killed_pool_worker_is_replaced_and_the_run_finishes(many_uploaded, slow_checkpoint):
     db = many_uploaded
-    cmd = [sys.executable, "-m", "dogbreed", "predict", "--all", "-c", str(checkpoint), "-b", "2", "-w", "2", "-q"]
+    cmd = [sys.executable, "-m", "dogbreed", "predict", "--all", "-c", str(slow_checkpoint), "-b", "2", "-w", "2", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     conn = sqlite3.connect(db, timeout=60)
     victim, deadline = None, time.monotonic() + 120

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from dogbreed import imagenet
 from dogbreed.breeds import BREEDS
 from tests.images import jpeg_bytes, write
