@@ -4,10 +4,12 @@ file name."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
 import stat
+import tempfile
 from pathlib import Path
 
 from dogbreed.errors import DogbreedError
@@ -15,6 +17,10 @@ from dogbreed.errors import DogbreedError
 
 class NotReadable(DogbreedError):
     """A path that is not something we read (not a regular file, too big, no permission); the message says why."""
+
+
+class NotWritable(DogbreedError):
+    """A path that is not something we write (a device, a FIFO, a folder in the way, a read-only or full disk)."""
 
 
 def file_sha256(path: Path | str) -> str:
@@ -57,6 +63,55 @@ def read_regular_file(path: Path, max_bytes: int) -> bytes:
         raise NotReadable(f"cannot read: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special"
+
+
+def _write_problem(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return "the disk is full"
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only"
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return "part of the path is a file, not a folder"
+    return exc.strerror or str(exc)
+
+
+def write_regular_file(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` (missing folders made) through a temporary file and a rename, so a full disk
+    never leaves half a file. Only a regular file (or a new one) is written: a FIFO would block forever and a
+    device (as root: /dev/null) must never be replaced. A link is written through, not replaced."""
+    target = Path(os.path.realpath(path))
+    tmp = None
+    try:
+        try:
+            mode = os.stat(target).st_mode
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            raise NotWritable(f"cannot write {path}: it is {_file_kind(mode)}, not a regular file")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, (stat.S_IMODE(mode) if mode is not None else 0o666 & ~umask))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as exc:
+        raise NotWritable(f"cannot write {path}: {_write_problem(exc)}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return Path(path)
 
 
 def safe_name(text: str, fallback: str = "run", max_len: int = 64) -> str:

@@ -3,8 +3,10 @@ evaluation, export calibration and training's evaluation pass share.
 
 Limits, so that no file can take unbounded time or memory:
 - a file over MAX_BYTES is refused before it is decoded;
-- a JPEG may claim up to MAX_PIXELS: it is decoded at a reduced DCT scale (draft mode), so memory follows the
-  size that is needed, not the size claimed;
+- a baseline JPEG may claim up to MAX_PIXELS: it is decoded at a reduced DCT scale (draft mode), so memory
+  follows the size that is needed, not the size claimed;
+- a progressive JPEG keeps every DCT coefficient of the whole picture while it decodes (2 bytes per sample at
+  any scale), so it gets MAX_PIXELS_OTHER like other formats;
 - other formats are decoded whole, and compress well enough to lie cheaply (a 786 KB PNG can claim
   14000x14000 RGBA = 784 MB), so they get the lower MAX_PIXELS_OTHER; once decoded they are reduced to the
   needed size before any conversion copies them.
@@ -122,11 +124,11 @@ def _open(data: bytes) -> Image.Image:
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageRejected(f"invalid size {width}x{height}")
-    limit = MAX_PIXELS if img.format == "JPEG" else MAX_PIXELS_OTHER
+    progressive = bool(img.info.get("progressive") or img.info.get("progression"))
+    limit = MAX_PIXELS if img.format == "JPEG" and not progressive else MAX_PIXELS_OTHER
     if width * height > limit:
-        raise ImageRejected(
-            f"{img.format or 'image'} of {width}x{height} is more than {limit:,} pixels (decompression bomb?)"
-        )
+        kind = f"progressive {img.format}" if progressive else img.format or "image"
+        raise ImageRejected(f"{kind} of {width}x{height} is more than {limit:,} pixels (decompression bomb?)")
     return img
 
 
@@ -197,7 +199,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")  # no copy of a (possibly huge) RGBA picture
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img.convert("RGB")
@@ -208,6 +210,8 @@ def _upright(img: Image.Image) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns about corrupt EXIF; the picture itself is fine
+            if img.getexif().get(0x0112, 1) == 1:
+                return img  # already upright: no copy
             return ImageOps.exif_transpose(img) or img
     except Exception:
         return img

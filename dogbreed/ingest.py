@@ -71,6 +71,9 @@ def expand_paths(args: Iterable[str]) -> tuple[list[Path], list[UploadResult]]:
         refused.append(UploadResult(printable(str(exc.filename)), "refused", f"cannot list folder: {exc.strerror}"))
 
     for arg in args:
+        if not arg.strip():  # "$UNSET_VARIABLE" would otherwise mean ".": the whole current folder, recursively
+            refused.append(UploadResult(repr(arg), "refused", "an empty path names nothing (an unset variable?)"))
+            continue
         path = Path(arg).expanduser()
         try:
             is_dir, exists = path.is_dir(), path.exists() or path.is_symlink()

@@ -6,6 +6,7 @@ Used by the torch engine, training, evaluation and export. Ready ImageNet models
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import platform
@@ -167,7 +168,8 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], what: str,
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or wrong:
+    mistyped = [k for k in own if k in state and not _same_kind(own[k], state[k])]
+    if missing or unexpected or wrong or mistyped:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing key(s) such as {missing[0]!r}")
@@ -179,8 +181,21 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], what: str,
                 f"{len(wrong)} shape mismatch(es) such as {k!r} {tuple(state[k].shape)} instead of "
                 f"{tuple(own[k].shape)}"
             )
+        if mistyped:
+            k = mistyped[0]
+            parts.append(
+                f"{len(mistyped)} tensor(s) of the wrong kind such as {k!r} ({state[k].dtype}, {state[k].layout})"
+            )
         raise DogbreedError(f"{what} does not fit {expected}: {'; '.join(parts)}")
-    model.load_state_dict(state, assign=True)
+    # fp16 or fp64 weights (or int32 counters) take the model's own dtype: one dtype per graph
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, assign=True)
+
+
+def _same_kind(own: torch.Tensor, theirs: torch.Tensor) -> bool:
+    """Both dense, both real floating point or both integer: what a cast can reconcile without losing meaning."""
+    if theirs.layout != torch.strided or theirs.is_complex() or theirs.is_quantized:
+        return False
+    return own.is_floating_point() == theirs.is_floating_point()
 
 
 def _pretrained_backbone(arch: str) -> nn.Module:
@@ -339,26 +354,47 @@ def clean_stale_temporaries(folder: Path, max_age_s: float = 3600) -> None:
 def atomic_torch_save(payload: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then rename: a crash never leaves half a file under the
     real name. A full disk or a read-only folder is a one-line error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temporaries(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
+    tmp: str | None = None
     try:
-        torch.save(payload, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(path.parent)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
+        with os.fdopen(fd, "wb") as fh:  # a Python file: a failed write surfaces as its OSError
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+        tmp = None
     except (OSError, RuntimeError) as exc:
-        text = str(exc)
-        if isinstance(exc, OSError) and exc.errno == 28 or "No space left" in text or "file write failed" in text:
-            raise DogbreedError(f"cannot write {path}: the disk is full; free some space and try again") from None
-        if isinstance(exc, OSError):
-            raise DogbreedError(f"cannot write {path}: {exc.strerror or text}") from None
-        raise
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        raise DogbreedError(f"cannot write {path}: {_write_problem(cause)}") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc`` (torch wraps a failed write of a file object in a RuntimeError)."""
+    while exc is not None:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _write_problem(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return "the disk is full; free some space and try again"
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only; choose a writable folder (DOGBREED_CHECKPOINTS for training)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied; choose a folder you can write to (DOGBREED_CHECKPOINTS for training)"
+    return exc.strerror or str(exc)
 
 
 def save_checkpoint(path: Path | str, model: Classifier, meta: CheckpointMeta, extra: dict | None = None) -> str:
@@ -392,6 +428,8 @@ def _load_tensors(path: Path, what: str) -> Any:
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         kind = _sniff(head)
         raise DogbreedError(f"{what} {path} is {kind}, not a torch file (.pt/.pth)")
+    if head.startswith(b"PK"):
+        _check_stored_only(path, size, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -402,6 +440,22 @@ def _load_tensors(path: Path, what: str) -> Any:
                 "unpickling can run arbitrary code; use a plain state dict or a dogbreed checkpoint"
             ) from None
         raise DogbreedError(f"{what} {path} cannot be read as a torch file: {text[:160]}") from None
+
+
+def _check_stored_only(path: Path, size: int, what: str) -> None:
+    """torch.save stores every zip entry uncompressed, so tensors can never be larger than the file; a compressed
+    entry would let a 300 KB file allocate gigabytes inside torch.load (a decompression bomb)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DogbreedError(f"{what} {path} is a damaged torch file ({exc})") from None
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > size:
+        raise DogbreedError(
+            f"{what} {path} holds compressed data, which torch.save never writes; it is not a file dogbreed loads"
+        )
 
 
 def _sniff(head: bytes) -> str:

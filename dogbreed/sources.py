@@ -130,6 +130,7 @@ def pin(conn: sqlite3.Connection, source: ModelSource | None) -> None:
     if source is None:
         settings.set_setting(conn, settings.DEFAULT_MODEL, None)
         return
+    _check_loadable(source)
     if source.run_id is not None:
         value = f"run:{source.run_id}"
     elif source.kind == "ready" and not source.weights_file:
@@ -137,6 +138,18 @@ def pin(conn: sqlite3.Connection, source: ModelSource | None) -> None:
     else:
         value = f"file:{source.ref}" if source.kind != "ready" else f"weights:{source.arch}:{source.weights_file}"
     settings.set_setting(conn, settings.DEFAULT_MODEL, value)
+
+
+def _check_loadable(source: ModelSource) -> None:
+    """A model file that cannot be loaded is refused when it is pinned, not at every later predict."""
+    if source.kind == "checkpoint":
+        from dogbreed.model import load_checkpoint
+
+        load_checkpoint(source.ref, device="meta")
+    elif source.kind == "ready" and source.weights_file:
+        from dogbreed.model import read_weights_file
+
+        read_weights_file(Path(source.weights_file))
 
 
 def pinned(conn: sqlite3.Connection) -> ModelSource | None:

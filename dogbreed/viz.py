@@ -33,15 +33,14 @@ def title_color(top1: str, ground_truth: str | None) -> str:
 
 def _save(fig: Any, output: Path) -> Path:
     """Render to memory, then write: a bad output path is a one-line error and never leaves half a PNG."""
+    from dogbreed.files import NotWritable, write_regular_file
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=fig.dpi)
-    output = Path(output)
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_bytes(buf.getvalue())
-    except OSError as exc:
-        raise DogbreedError(f"cannot write {output}: {exc.strerror or exc}; choose another file") from None
-    return output
+        return write_regular_file(Path(output), buf.getvalue())
+    except NotWritable as exc:
+        raise DogbreedError(f"{exc}; choose another file name") from None
 
 
 def render_view(
@@ -63,6 +62,8 @@ def render_view(
 
     plt = _pyplot()
     picture = load_rgb(image_bytes, min_side=VIEW_DPI * VIEW_SIZE_INCHES[1])
+    # never more pixels than the figure has: a 1 x 64,000,000 picture would cost matplotlib gigabytes
+    picture.thumbnail((VIEW_DPI * VIEW_SIZE_INCHES[0], VIEW_DPI * VIEW_SIZE_INCHES[1]))
     fig, (ax_img, ax_bar) = plt.subplots(
         1, 2, figsize=VIEW_SIZE_INCHES, dpi=VIEW_DPI, gridspec_kw={"width_ratios": [1, 1.2]}
     )

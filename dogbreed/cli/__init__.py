@@ -33,6 +33,14 @@ class Group(TyperGroup):
             db = (ctx.obj or {}).get("db", "")
             err.print(f"[red]Error:[/red] store {safe(db)}: {safe(exc)}", soft_wrap=True)
             raise typer.Exit(1) from None
+        except UnicodeEncodeError as exc:  # Linux names may be any bytes; the store keeps UTF-8 text
+            name = exc.object if isinstance(exc.object, str) else ""
+            err.print(
+                f"[red]Error:[/red] {safe(name[:300])!s} is not valid UTF-8, so the store cannot keep it; rename that "
+                "file or folder",
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
         except OverflowError:
             err.print("[red]Error:[/red] a number is too large (ids and counts must be below 2^63)", soft_wrap=True)
             raise typer.Exit(2) from None

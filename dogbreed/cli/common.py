@@ -182,7 +182,10 @@ def _csv_value(value: Any) -> str:
         return ""
     if isinstance(value, (dict, list)):
         return json.dumps(value, default=str)
-    return clean(value)
+    text = clean(value)
+    if isinstance(value, str) and text.startswith(("=", "+", "-", "@")):
+        return "'" + text  # a file name like '=HYPERLINK(...)' must not become a formula in a spreadsheet
+    return text
 
 
 def key_value_table(pairs: Iterable[tuple[str, Any]], title: str | None = None) -> Table:

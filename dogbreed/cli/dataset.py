@@ -24,6 +24,7 @@ from dogbreed.cli.common import (
     pick,
     print_json,
     safe,
+    warn,
 )
 
 DirOld = typer.Option(None, "--dir", hidden=True, help="Old name of --dataset.")
@@ -37,7 +38,11 @@ def _dataset_dir(dataset: Path | None, old: Path | None) -> Path:
 
 @dataset_app.command(
     "download",
-    epilog=examples("dogbreed dataset download", "dogbreed dataset download --dataset ~/data/stanford-dogs"),
+    epilog=examples(
+        "dogbreed dataset download",
+        "dogbreed dataset download --dataset ~/data/stanford-dogs --annotations",
+        "dogbreed dataset download --url http://mirror.example/stanford-dogs/ --timeout 600",
+    ),
 )
 def dataset_download_cmd(
     dataset: DatasetOpt = None,
@@ -46,13 +51,20 @@ def dataset_download_cmd(
         None, "--url", help="Base URL of the archives (default: Stanford's; a custom one skips the checksum check)."
     ),
     annotations: bool = typer.Option(False, "--annotations", help="Also fetch annotation.tar (bounding boxes)."),
+    timeout: int = typer.Option(
+        3 * 3600, "--timeout", min=1, max=7 * 24 * 3600, help="Give up on one archive after this many seconds."
+    ),
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Download images.tar and lists.tar (resumable), verify them and extract them safely."""
+    """Download images.tar and lists.tar (resumable), verify them and extract them safely.
+
+    Stanford's archives are checked against their published size and sha256 before anything is extracted; every
+    member must be a plain file or folder landing inside the dataset folder.
+    """
     from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    from dogbreed.dataset import STANFORD_URL, download
+    from dogbreed.dataset import STANFORD_URL, Limits, download
 
     dest = _dataset_dir(dataset, directory)
     show = not (as_json or quiet) and err.is_terminal
@@ -66,7 +78,14 @@ def dataset_download_cmd(
                 tasks[name] = progress.add_task(name, total=total)
             progress.update(tasks[name], completed=done, total=total)
 
-        report = download(dest, url or STANFORD_URL, annotations=annotations, on_progress=on_progress)
+        report = download(
+            dest,
+            url or STANFORD_URL,
+            annotations=annotations,
+            on_progress=on_progress,
+            on_warning=warn,
+            limits=Limits(deadline_s=float(timeout)),
+        )
     if as_json:
         print_json({"dataset": str(dest), "archives": report})
         return

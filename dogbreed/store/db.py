@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -50,7 +51,7 @@ def configure(conn: sqlite3.Connection) -> sqlite3.Connection:
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     """A configured connection in autocommit mode (transactions are explicit, see ``write``)."""
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(_uri(path, "ro"), uri=True, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     else:
         conn = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
@@ -118,13 +119,17 @@ def _check_is_ours(path: Path) -> None:
         raise DogbreedError(
             f"{path} is not an SQLite database, so not a dogbreed store; point --db or DOGBREED_DB elsewhere"
         )
-    probe = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+    # immutable: no lock and no -wal/-shm files created beside someone else's file; only when a -wal exists (a
+    # database in use) is it read the ordinary way, so that tables still in that log are seen
+    in_use = Path(f"{path}-wal").exists()
     try:
-        tables = {r[0] for r in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        probe = sqlite3.connect(_uri(path, "ro", immutable=not in_use), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            tables = {r[0] for r in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            probe.close()
     except sqlite3.DatabaseError as exc:
-        raise DogbreedError(f"cannot read store {path}: {exc}") from None
-    finally:
-        probe.close()
+        raise DogbreedError(f"cannot read store {path}: {_explain(exc, path)}") from None
     user_tables = {t for t in tables if not t.startswith("sqlite_")}
     if user_tables and not {"schema_version", "images"} <= user_tables:
         raise DogbreedError(
@@ -149,16 +154,30 @@ def open_store(path: Path | str) -> sqlite3.Connection:
         conn = connect(path)
         migrate(conn)
     except sqlite3.OperationalError as exc:
-        raise DogbreedError(f"cannot open store {path}: {_explain(exc)}") from None
+        raise DogbreedError(f"cannot open store {path}: {_explain(exc, path)}") from None
     except sqlite3.DatabaseError as exc:
         raise DogbreedError(f"cannot open store {path}: {exc}; point --db or DOGBREED_DB elsewhere") from None
     return conn
 
 
-def _explain(exc: sqlite3.Error) -> str:
+def _uri(path: Path | str, mode: str, immutable: bool = False) -> str:
+    """An SQLite URI for ``path``: quoted, so that a '?' or '#' in a file name is part of the name."""
+    return f"file:{urllib.parse.quote(str(path))}?mode={mode}" + ("&immutable=1" if immutable else "")
+
+
+def _read_only_file_system(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+def _explain(exc: sqlite3.Error, path: Path) -> str:
     text = str(exc)
     if "full" in text:
         return "the disk is full; free some space and run the command again"
+    if _read_only_file_system(path):
+        return "it is on a read-only file system and dogbreed writes to its store; choose another --db"
     if "readonly" in text or "read-only" in text:
         return "the file or its folder is read-only; make it writable or choose another --db"
     if "unable to open" in text:

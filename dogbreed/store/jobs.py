@@ -91,8 +91,13 @@ def plan(conn: sqlite3.Connection, image_ids: Sequence[int] | None, model: Model
         requeue_abandoned(conn, model.key)
         if image_ids is None:
             targets = [r[0] for r in conn.execute("SELECT id FROM images ORDER BY id")]
-        else:
-            targets = list(image_ids)
+        else:  # an image deleted since the caller chose it gets no job (its row is gone: no foreign key to hold)
+            live = {
+                r[0]
+                for chunk in chunked(list(image_ids))
+                for r in conn.execute(f"SELECT id FROM images WHERE id IN ({placeholders(len(chunk))})", chunk)
+            }
+            targets = [i for i in image_ids if i in live]
         active = {
             r[0]: (r[1], r[2])
             for r in conn.execute(
