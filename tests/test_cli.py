@@ -305,3 +305,10 @@ def test_python_api_store_round_trip(home, tmp_path, golden_weights):
     assert [r.breed for r in results] == ["Golden retriever", None, "Golden retriever"]
     assert results[1].error and "not a recognised image format" in results[1].error
     assert results[0].is_dog is True and len(results[0].top) == 2
+
+
+def test_bad_option_values_are_one_line_with_where_to_look(cli):
+    result = cli("show", "1", "--top-k", "0", expect=2)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--top-k" in lines[0] and "dogbreed show --help" in lines[0]
+    assert "No such command 'nosuch'" in cli("nosuch", expect=2).stderr

@@ -19,6 +19,11 @@ from dogbreed.cli.common import err, out, safe
 from dogbreed.config import resolve_paths
 from dogbreed.errors import DogbreedError
 
+try:  # typer vendors click from 0.17 on
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer with click installed beside it
+    from click.exceptions import UsageError
+
 
 class Group(TyperGroup):
     """Turns a user's mistake (DogbreedError) or a broken store into one line on stderr and exit code 1."""
@@ -26,6 +31,10 @@ class Group(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except UsageError as exc:  # a bad option value: one line too, with where to look
+            where = exc.ctx.command_path if exc.ctx is not None else "dogbreed"
+            err.print(f"[red]Error:[/red] {safe(exc.format_message())} (see '{where} --help')", soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
         except DogbreedError as exc:
             err.print(f"[red]Error:[/red] {safe(exc)}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None

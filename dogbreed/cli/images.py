@@ -194,7 +194,7 @@ def list_cmd(
 @app.command("show", epilog=examples("dogbreed show 3", "dogbreed show 3 --top-k 10", "dogbreed show 3 --json"))
 def show_cmd(
     ctx: typer.Context,
-    image_id: int = typer.Argument(..., min=0, max=MAX_ID, help="Image id."),
+    image_id: int = typer.Argument(..., metavar="ID", min=0, max=MAX_ID, help="Image id."),
     top_k: int = top_k_opt(5),
     all_breeds: bool = typer.Option(False, "--all-breeds", help="Every breed the model knows (up to 120)."),
     all_old: bool = typer.Option(False, "--all", hidden=True, help="Old name of --all-breeds."),

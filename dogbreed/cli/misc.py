@@ -36,7 +36,7 @@ BREED_COLUMNS = [
 
 @app.command("breeds", epilog=examples("dogbreed breeds", "dogbreed breeds terrier", "dogbreed breeds --csv"))
 def breeds_cmd(
-    search: str | None = typer.Argument(None, help="Only breeds whose name contains this text."),
+    search: str | None = typer.Argument(None, metavar="[TEXT]", help="Only breeds whose name contains this text."),
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
     as_nl: NlOpt = False,

@@ -284,7 +284,7 @@ TASK_COLUMNS = [
 @app.command("tasks", epilog=examples("dogbreed tasks", "dogbreed tasks --status failed", "dogbreed tasks 42 --json"))
 def tasks_cmd(
     ctx: typer.Context,
-    job_id: int | None = typer.Argument(None, min=0, max=MAX_ID, help="One job's id."),
+    job_id: int | None = typer.Argument(None, metavar="[JOB]", min=0, max=MAX_ID, help="One job's id."),
     status: str | None = typer.Option(
         None, "--status", "-s", help="queued, running, abandoned (its process is gone), done or failed."
     ),
@@ -327,7 +327,7 @@ def tasks_cmd(
 )
 def view_cmd(
     ctx: typer.Context,
-    image_id: int = typer.Argument(..., min=0, max=MAX_ID, help="Image id."),
+    image_id: int = typer.Argument(..., metavar="ID", min=0, max=MAX_ID, help="Image id."),
     output: Path | None = typer.Option(None, "--output", "-o", help="PNG to write (default: view-<id>.png)."),
     top_k: int = top_k_opt(10),
     checkpoint: CheckpointOpt = None,

@@ -572,7 +572,7 @@ EPOCH_CSV = [
 )
 def stats_cmd(
     ctx: typer.Context,
-    run_id: int | None = typer.Argument(None, min=0, max=MAX_ID, help="One run's id: its per-epoch table."),
+    run_id: int | None = typer.Argument(None, metavar="[RUN]", min=0, max=MAX_ID, help="One run's id: its per-epoch table."),
     plot: Path | None = typer.Option(
         None, "--plot", help="Write loss / accuracy / F1 curves (this run, or the newest)."
     ),
