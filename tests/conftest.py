@@ -18,7 +18,9 @@ class Cli:
         self.runner = CliRunner()
 
     def __call__(self, *args: str, expect: int | None = 0):
-        result = self.runner.invoke(app, ["--db", str(self.db), *map(str, args)], catch_exceptions=False)
+        result = self.runner.invoke(
+            app, ["--db", str(self.db), *map(str, args)], catch_exceptions=False, prog_name="dogbreed"
+        )
         if expect is not None:
             assert result.exit_code == expect, f"exit {result.exit_code}\n{result.output}"
         return result
