@@ -90,12 +90,14 @@ def run(
     ``on_progress(done, failed, total)`` after every batch."""
     from dogbreed import sources
     from dogbreed.store import open_store, predictions
+    from dogbreed.store.evaluations import checks_for
 
     _check_selection(request)
     conn = open_store(db_path)
     try:
         source = request.source or sources.resolve(conn)
-        choice = choose(source, request.device, request.engine, request.precision)
+        checks = checks_for(conn, source.key)  # what auto may pick depends on the recorded accuracy checks
+        choice = choose(source, request.device, request.engine, request.precision, checks)
         outcome = PredictOutcome(source, choice)
         engine = None
         if not request.background:  # load now: a model that cannot be built fails before any job exists
@@ -132,6 +134,10 @@ def _validate(source: ModelSource) -> None:
         from dogbreed.model import read_weights_file
 
         read_weights_file(Path(source.weights_file))
+    elif source.kind == "export":
+        from dogbreed.engines.openvino import read_export
+
+        read_export(source.ref)
 
 
 def _target_ids(conn: sqlite3.Connection, request: PredictRequest, outcome: PredictOutcome) -> list[int] | None:

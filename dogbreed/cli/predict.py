@@ -170,6 +170,8 @@ def predict_cmd(
                 warn(outcome.choice.warning)
             if fmt == "table":
                 err.print(safe(describe_model(outcome.source, outcome.choice)), soft_wrap=True)
+                if outcome.choice.note and not quiet:
+                    err.print(safe(f"engine: {outcome.choice.note}"), soft_wrap=True)
                 if not quiet:
                     for u in outcome.uploads:
                         if u.status == "refused":

@@ -16,7 +16,8 @@ _EVAL_COLUMNS = (
     "macro_f1, seconds, created_at"
 )
 _CHECK_COLUMNS = (
-    "id, model_key, engine, precision, target_key, data, n, agreement, reference_accuracy, accuracy, created_at"
+    "id, model_key, engine, precision, target_key, data, n, agreement, reference_accuracy, accuracy, created_at, "
+    "device, labelled"
 )
 
 
@@ -57,6 +58,8 @@ class EngineCheck:
     reference_accuracy: float | None
     accuracy: float | None
     created_at: str
+    device: str | None = None  # the device kind it was measured on: cpu, cuda, mps
+    labelled: int | None = None  # how many of the n images had a label (the accuracies' sample size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -138,12 +141,27 @@ def add_check(
     target_key: str | None = None,
     reference_accuracy: float | None = None,
     accuracy: float | None = None,
+    device: str = "cpu",
+    labelled: int | None = None,
 ) -> int:
     with write(conn):
         cur = conn.execute(
             "INSERT INTO engine_checks (model_key, engine, precision, target_key, data, n, agreement, "
-            "reference_accuracy, accuracy, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (model_key, engine, precision, target_key, data, n, agreement, reference_accuracy, accuracy, utcnow()),
+            "reference_accuracy, accuracy, created_at, device, labelled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                model_key,
+                engine,
+                precision,
+                target_key,
+                data,
+                n,
+                agreement,
+                reference_accuracy,
+                accuracy,
+                utcnow(),
+                device,
+                labelled,
+            ),
         )
     return int(cur.lastrowid)
 

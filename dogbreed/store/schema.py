@@ -155,6 +155,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at TEXT NOT NULL
         )""",
     ),
+    # 4: an engine check says on which device kind it was measured (bf16 on a GPU is not bf16 on a CPU) and how
+    #    many of its images had a label (the accuracies' sample size, which the int8 guard needs).
+    (
+        "ALTER TABLE engine_checks ADD COLUMN device TEXT",
+        "ALTER TABLE engine_checks ADD COLUMN labelled INTEGER",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -153,6 +153,8 @@ class EngineCheck(SQLModel, table=True):
     reference_accuracy: float | None = None
     accuracy: float | None = None
     created_at: str
+    device: str | None = None
+    labelled: int | None = None
 
 
 class Setting(SQLModel, table=True):

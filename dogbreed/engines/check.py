@@ -1,0 +1,404 @@
+"""Measure what a faster engine, a reduced precision or an export costs in accuracy, and record it: the numbers
+the accuracy guard (``engines.guard``) reads.
+
+Held-out images, in order of preference: the test split of the model's training run (its own dataset, seed and
+split rules), the test split of ``--dataset``, the test split of the default dataset (ready models), else images
+from the store (labelled ones first, since only they give accuracies). int8 calibration uses the matching
+training split, or other stored images, never the held-out ones.
+
+Each image is decoded once and run through the fp32 torch reference and every candidate.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dogbreed.engines import Choice, Engine, load_engine
+from dogbreed.engines import cpu as cpu_features
+from dogbreed.errors import DogbreedError
+from dogbreed.sources import ModelSource
+
+NO_IMAGES_HINT = (
+    "no held-out images to check on: pass --dataset DIR (a Stanford-layout dataset) or store photos with "
+    "'dogbreed upload' (with --ground-truth for accuracies)"
+)
+BATCH = 16
+SEED = 0
+
+
+@dataclass
+class ImageSet:
+    """Images to check or calibrate on, read lazily (a few hundred photos never sit in memory at once), with their
+    WordNet-id labels where known. Iterating gives the encoded bytes; it can be iterated more than once (NNCF does).
+    """
+
+    description: str
+    refs: list[Path | int] = field(default_factory=list)  # files, or stored image ids
+    labels: list[str | None] = field(default_factory=list)
+    db: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    @property
+    def labelled(self) -> int:
+        return sum(label is not None for label in self.labels)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in range(0, len(self.refs), 64):
+            yield from self._read(self.refs[chunk : chunk + 64])
+
+    def _read(self, refs: list[Path | int]) -> list[bytes]:
+        from dogbreed.imaging import MAX_BYTES
+
+        if refs and isinstance(refs[0], int):
+            from dogbreed.store import connect
+            from dogbreed.store.images import get_blobs
+
+            conn = connect(self.db, readonly=True)
+            try:
+                blobs = get_blobs(conn, refs)
+            finally:
+                conn.close()
+            return [blobs.get(r, b"") for r in refs]
+        from dogbreed.files import NotReadable, read_regular_file
+
+        out = []
+        for path in refs:
+            try:
+                out.append(read_regular_file(path, MAX_BYTES))
+            except NotReadable:
+                out.append(b"")  # fails to decode later, and is skipped there
+        return out
+
+
+# ---------------------------------------------------------------- which images
+
+
+@dataclass
+class _Dataset:
+    root: Path
+    test: list[tuple[Path, str]]
+    train: list[tuple[Path, str]]
+    what: str  # "run 3's dataset /x" or "/x"
+
+
+def _run_of(conn: sqlite3.Connection, source: ModelSource):
+    """The training run that made this checkpoint, if it is in this store (and really made it)."""
+    from dogbreed.store.runs import get_run
+
+    run_id = source.run_id
+    if run_id is None and source.kind == "checkpoint":
+        from dogbreed.model import read_checkpoint
+
+        run_id = read_checkpoint(source.ref)[0].run_id
+    run = get_run(conn, run_id) if run_id is not None else None
+    if run is None or (run.checkpoint_sha256 and run.checkpoint_sha256 != source.key and run.id != source.run_id):
+        return None
+    return run
+
+
+def _dataset(root: Path, params: dict, what: str) -> _Dataset | None:
+    from dogbreed.dataset import make_splits, scan
+
+    try:
+        index = scan(root)
+        splits = make_splits(
+            index,
+            seed=int(params.get("seed", 0) or 0),
+            val_fraction=float(params.get("val_fraction", 0.1) or 0.1),
+            limit_per_class=params.get("limit_per_class"),
+        )
+    except (DogbreedError, OSError, ValueError):
+        return None
+
+    def files(samples) -> list[tuple[Path, str]]:
+        return [(index.images_dir / s.path, index.classes[s.label].wnid) for s in samples]
+
+    return _Dataset(Path(root), files(splits.test), files(splits.train), what)
+
+
+def _find_dataset(conn: sqlite3.Connection, source: ModelSource, dataset: Path | None) -> _Dataset | None:
+    if dataset is not None:
+        found = _dataset(Path(dataset), {}, str(dataset))
+        if found is None:
+            raise DogbreedError(f"--dataset {dataset} is not a usable dataset (no Images/ folder of Stanford breeds)")
+        return found
+    if source.kind in ("checkpoint", "export"):
+        run = _run_of(conn, source) if source.kind == "checkpoint" else None
+        if run is not None:
+            return _dataset(Path(run.dataset), run.params or {}, f"run {run.id}'s dataset {run.dataset}")
+        return None
+    from dogbreed.config import resolve_paths
+
+    default = resolve_paths().dataset
+    return _dataset(default, {}, str(default)) if (default / "Images").is_dir() else None
+
+
+def _sample(items: list, n: int) -> list:
+    if len(items) <= n:
+        return list(items)
+    return random.Random(SEED).sample(items, n)
+
+
+def _from_dataset(found: _Dataset, part: str, n: int) -> ImageSet:
+    items = _sample(found.test if part == "test" else found.train, n)
+    total = len(found.test if part == "test" else found.train)
+    what = "test split" if part == "test" else "training split"
+    return ImageSet(
+        f"{len(items)} of {total} images of the {what} of {found.what}", [p for p, _ in items], [w for _, w in items]
+    )
+
+
+def _store_images(conn: sqlite3.Connection, limit: int) -> tuple[list[tuple[int, str]], list[int]]:
+    """(labelled (id, wnid), unlabelled ids), each shuffled with a fixed seed."""
+    from dogbreed.store.images import labelled_ids, list_images
+
+    labelled = labelled_ids(conn)
+    seen = {i for i, _ in labelled}
+    unlabelled = [r.id for r in list_images(conn, limit=limit + len(labelled)) if r.id not in seen]
+    rng = random.Random(SEED)
+    rng.shuffle(labelled)
+    rng.shuffle(unlabelled)
+    return labelled, unlabelled
+
+
+def _db_path(conn: sqlite3.Connection) -> Path:
+    return Path(conn.execute("PRAGMA database_list").fetchone()[2])
+
+
+def export_images(
+    conn: sqlite3.Connection, source: ModelSource, dataset: Path | None, n_check: int, n_calibration: int = 0
+) -> tuple[ImageSet | None, ImageSet | None]:
+    """(held-out images for the check, calibration images for int8), disjoint; either may be empty."""
+    found = _find_dataset(conn, source, dataset)
+    if found is not None and found.test:
+        held = _from_dataset(found, "test", n_check)
+        calib = _from_dataset(found, "train", n_calibration) if n_calibration else None
+        return held, calib
+    labelled, unlabelled = _store_images(conn, n_check + n_calibration)
+    total = len(labelled) + len(unlabelled)
+    if total == 0:
+        return None, None
+    n_held = min(n_check, total if not n_calibration else max(total - n_calibration, total // 2))
+    ordered = [(i, w) for i, w in labelled] + [(i, None) for i in unlabelled]
+    held_items, rest = ordered[:n_held], ordered[n_held:]
+    why = f"the dataset {found.root} has no test images" if found is not None else "no dataset found for this model"
+    db = _db_path(conn)
+    held = ImageSet(
+        f"{len(held_items)} stored images ({sum(w is not None for _, w in held_items)} labelled; {why})",
+        [i for i, _ in held_items],
+        [w for _, w in held_items],
+        db,
+    )
+    calib = None
+    if n_calibration:
+        rest = sorted(rest, key=lambda item: item[1] is not None)[:n_calibration]  # unlabelled first
+        calib = ImageSet(f"{len(rest)} stored images ({why})", [i for i, _ in rest], [w for _, w in rest], db)
+    return held, calib
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class CheckResult:
+    engine: str
+    precision: str
+    device: str
+    target_key: str | None
+    n: int
+    agreement: float
+    labelled: int
+    reference_accuracy: float | None
+    accuracy: float | None
+    seconds: float  # this candidate's compute time over the n images (not a benchmark: same process, same run)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _top1(engine: Engine, batch: np.ndarray) -> np.ndarray:
+    return np.asarray(engine.predict(batch).probs).argmax(axis=1)
+
+
+def measure(
+    reference: Engine,
+    candidates: list[tuple[Engine, str | None]],
+    images: ImageSet,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[CheckResult]:
+    """Top-1 agreement of each (engine, target key) with ``reference`` on ``images``, and accuracies where they
+    are labelled. Images that cannot be decoded are left out."""
+    from dogbreed.imaging import ImageRejected, preprocess
+
+    prep = reference.spec.preprocessing
+    classes = np.array(reference.spec.classes)
+    for engine, _ in candidates:
+        if engine.spec.classes != reference.spec.classes or engine.spec.preprocessing != prep:
+            raise DogbreedError("the model to check does not have the reference model's classes and preprocessing")
+    ref_top: list[np.ndarray] = []
+    cand_top: list[list[np.ndarray]] = [[] for _ in candidates]
+    seconds = [0.0] * len(candidates)
+    labels: list[str | None] = []
+    arrays: list[np.ndarray] = []
+    done = 0
+
+    def flush() -> None:
+        batch = np.stack(arrays)
+        ref_top.append(_top1(reference, batch))
+        for i, (engine, _) in enumerate(candidates):
+            start = time.perf_counter()
+            cand_top[i].append(_top1(engine, batch))
+            seconds[i] += time.perf_counter() - start
+        arrays.clear()
+
+    for data, label in zip(images, images.labels):
+        done += 1
+        try:
+            arrays.append(preprocess(data, prep))
+            labels.append(label)
+        except ImageRejected:
+            continue
+        if len(arrays) == BATCH:
+            flush()
+            if on_progress:
+                on_progress(done, len(images))
+    if arrays:
+        flush()
+    if on_progress:
+        on_progress(done, len(images))
+    if not ref_top:
+        raise DogbreedError(f"none of the {len(images)} held-out images could be decoded ({images.description})")
+    ref = np.concatenate(ref_top)
+    mask = np.array([label is not None for label in labels])
+    truth = np.array([label or "" for label in labels])
+
+    def accuracy(top: np.ndarray) -> float | None:
+        return float((classes[top][mask] == truth[mask]).mean()) if mask.any() else None
+
+    results = []
+    for (engine, target), tops, secs in zip(candidates, cand_top, seconds):
+        top = np.concatenate(tops)
+        results.append(
+            CheckResult(
+                engine.name,
+                engine.precision,
+                engine.device.split(":")[0],
+                target,
+                len(ref),
+                float((top == ref).mean()),
+                int(mask.sum()),
+                accuracy(ref),
+                accuracy(top),
+                secs,
+            )
+        )
+    return results
+
+
+def record(conn: sqlite3.Connection, model_key: str, results: list[CheckResult], data: str) -> None:
+    from dogbreed.store.evaluations import add_check
+
+    for r in results:
+        add_check(
+            conn,
+            model_key=model_key,
+            engine=r.engine,
+            precision=r.precision,
+            data=data,
+            n=r.n,
+            agreement=r.agreement,
+            target_key=r.target_key,
+            reference_accuracy=r.reference_accuracy,
+            accuracy=r.accuracy,
+            device=r.device,
+            labelled=r.labelled,
+        )
+
+
+def candidates_for(device: str) -> list[tuple[str, str]]:
+    """The (engine, precision) pairs worth checking on this device: the faster ones this machine really has."""
+    import importlib.util
+
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        import torch
+
+        return [("torch", "fp16")] + ([("torch", "bf16")] if torch.cuda.is_bf16_supported() else [])
+    if kind != "cpu":
+        return []
+    bf16, _ = cpu_features.native_bf16()
+    pairs = [("torch", "bf16")] if bf16 else []
+    if importlib.util.find_spec("openvino") is not None:
+        pairs += [("openvino", "fp32")] + ([("openvino", "bf16")] if bf16 else [])
+    return pairs
+
+
+def _reference(source: ModelSource, device: str) -> Engine:
+    engine = load_engine(source, Choice("torch", "fp32", device))
+    engine.set_threads(_cores())
+    return engine
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _load(source: ModelSource, engine: str, precision: str, device: str) -> Engine:
+    loaded = load_engine(source, Choice(engine, precision, device))
+    loaded.set_threads(_cores())
+    return loaded
+
+
+def check_model(
+    conn: sqlite3.Connection,
+    source: ModelSource,
+    images: ImageSet,
+    device: str = "cpu",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[CheckResult]:
+    """Measure and record every faster engine/precision this machine offers for ``source`` (a checkpoint or a
+    ready model) against its fp32 torch self."""
+    if source.kind == "export":
+        raise DogbreedError(f"{source.ref} is an exported model: its check was recorded by 'dogbreed export'")
+    pairs = candidates_for(device)
+    if not pairs:
+        raise DogbreedError(
+            f"nothing faster to check on {device}: no native bf16 here ({cpu_features.detect().describe()}) "
+            "and OpenVINO is not installed"
+        )
+    reference = _reference(source, device)
+    loaded = [(_load(source, engine, precision, device), None) for engine, precision in pairs]
+    results = measure(reference, loaded, images, on_progress)
+    record(conn, source.key, results, images.description)
+    return results
+
+
+def check_export(
+    conn: sqlite3.Connection,
+    source: ModelSource,
+    exported: ModelSource,
+    precision: str,
+    images: ImageSet,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[CheckResult]:
+    """Measure and record an export (``exported``, made from ``source``) against ``source`` at fp32 in torch: the
+    export as it is (int8, or f32) and, for an fp32 export on a CPU with native bf16, at bf16 too."""
+    pairs = [("openvino", precision)]
+    if precision == "fp32" and cpu_features.native_bf16()[0]:
+        pairs.append(("openvino", "bf16"))
+    reference = _reference(source, "cpu")
+    loaded = [(_load(exported, engine, p, "cpu"), exported.key) for engine, p in pairs]
+    results = measure(reference, loaded, images, on_progress)
+    record(conn, source.key, results, images.description)
+    return results

@@ -1,0 +1,137 @@
+"""What this CPU can do natively, detected and never assumed: the engines ask here before they pick a precision.
+
+- ``bf16``: bfloat16 dot products in hardware (x86 AVX512_BF16 or AMX_BF16, ARM BF16). Without them every
+  library emulates bf16, and emulation is slower than fp32: OpenVINO's ResNet18 at a bf16 hint ran 3x slower
+  than at f32 with oneDNN limited to plain AVX-512 (``ONEDNN_MAX_CPU_ISA=AVX512_CORE``).
+- ``vnni``: int8 dot products in hardware (AVX512_VNNI, AVX_VNNI, AMX_INT8, ARM dot product). Without them int8
+  still runs, at about half the speed (still ~2x f32 in OpenVINO, measured the same way).
+
+``DOGBREED_CPU_FEATURES`` overrides detection, for tests and for users who want the reference path: ``none``
+(nothing native: every engine stays at fp32), or a comma list of the features to claim (``bf16``, ``vnni``,
+``amx``); unset or ``auto`` detects.
+
+Light module: reads /proc/cpuinfo (Linux) or sysctl (macOS); imports neither torch nor OpenVINO.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from dogbreed.errors import DogbreedError
+
+ENV = "DOGBREED_CPU_FEATURES"
+FEATURES = ("bf16", "vnni", "amx")
+
+_X86_BF16 = {"avx512_bf16", "amx_bf16"}
+_X86_VNNI = {"avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8"}
+_X86_AMX = {"amx_bf16", "amx_int8", "amx_tile"}
+_ARM_BF16 = {"bf16"}
+_ARM_VNNI = {"asimddp", "i8mm"}
+_MAC_SYSCTL = {"bf16": "hw.optional.arm.FEAT_BF16", "vnni": "hw.optional.arm.FEAT_DotProd"}
+
+
+@dataclass(frozen=True)
+class CpuFeatures:
+    bf16: bool | None  # None: this platform gives no way to tell (engines then ask their library)
+    vnni: bool | None
+    amx: bool | None
+    source: str  # where the answer came from, for notes and the bench's machine line
+    flags: tuple[str, ...] = ()  # the relevant flags found
+
+    @property
+    def forced(self) -> bool:
+        return self.source.startswith(ENV)
+
+    def describe(self) -> str:
+        def word(name: str, value: bool | None) -> str:
+            return f"{name} {'yes' if value else 'no' if value is not None else 'unknown'}"
+
+        return f"{word('bf16', self.bf16)}, {word('vnni', self.vnni)}, {word('amx', self.amx)} ({self.source})"
+
+
+def _forced(value: str) -> CpuFeatures:
+    names = [n.strip().lower() for n in value.split(",") if n.strip()]
+    if names == ["none"]:
+        return CpuFeatures(False, False, False, f"{ENV}=none")
+    unknown = [n for n in names if n not in FEATURES]
+    if unknown:
+        raise DogbreedError(f"{ENV}={value!r}: unknown feature {unknown[0]!r}; use none, auto or a list of {FEATURES}")
+    return CpuFeatures("bf16" in names, "vnni" in names, "amx" in names, f"{ENV}={value}", tuple(names))
+
+
+def _linux_flags() -> set[str] | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):  # x86 says flags, ARM says Features
+            return set(rest.split())
+    return None
+
+
+def _from_flags(flags: set[str], source: str) -> CpuFeatures:
+    arm = platform.machine().lower() in ("aarch64", "arm64")
+    bf16 = bool(flags & (_ARM_BF16 if arm else _X86_BF16))
+    vnni = bool(flags & (_ARM_VNNI if arm else _X86_VNNI))
+    amx = bool(flags & _X86_AMX)
+    found = tuple(sorted(flags & (_X86_BF16 | _X86_VNNI | _X86_AMX | _ARM_BF16 | _ARM_VNNI)))
+    return CpuFeatures(bf16, vnni, amx, source, found)
+
+
+def _mac_sysctl(name: str) -> bool | None:
+    try:
+        out = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=2)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() == "1" if out.returncode == 0 else None
+
+
+def detect() -> CpuFeatures:
+    """This CPU's native bf16/VNNI/AMX (``DOGBREED_CPU_FEATURES``, read at every call, overrides)."""
+    forced = os.environ.get(ENV, "").strip()
+    if forced and forced.lower() != "auto":
+        return _forced(forced)
+    return _detect_os()
+
+
+@cache
+def _detect_os() -> CpuFeatures:
+    system = platform.system()
+    if system == "Linux":
+        flags = _linux_flags()
+        if flags is not None:
+            return _from_flags(flags, "/proc/cpuinfo")
+    if system == "Darwin" and platform.machine() == "arm64":
+        bf16, vnni = (_mac_sysctl(_MAC_SYSCTL[k]) for k in ("bf16", "vnni"))
+        return CpuFeatures(bf16, vnni, False, "sysctl")
+    return CpuFeatures(None, None, None, f"not detectable on {system or 'this system'}")
+
+
+def native_bf16(library_says: bool | None = None) -> tuple[bool, str]:
+    """(whether bf16 runs natively, why), combining the CPU's flags with what the engine's library reports where the
+    flags cannot tell (Windows, say). A forced setting always wins."""
+    found = detect()
+    if found.forced or found.bf16 is not None:
+        reason = "native bf16" if found.bf16 else "no native bf16"
+        return bool(found.bf16), f"{reason} ({found.source})"
+    if library_says is not None:
+        return library_says, f"{'native' if library_says else 'no native'} bf16 (as the engine's library reports)"
+    return False, f"bf16 support unknown ({found.source})"
+
+
+def accelerator_possible() -> bool:
+    """Whether a CUDA or MPS device could be present, decided without importing torch (which costs 1-3 s): an
+    NVIDIA driver on Linux, Apple silicon on macOS; elsewhere (Windows) we cannot tell cheaply, so True."""
+    system = platform.system()
+    if system == "Linux":
+        return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+    if system == "Darwin":
+        return platform.machine() == "arm64"
+    return True
