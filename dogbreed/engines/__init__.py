@@ -188,6 +188,8 @@ def choose(
     order = [(e, p) for e, p in _ORDER.get(kind, _ORDER["mps"]) if engine in ("auto", e) and precision in ("auto", p)]
     if not order and engine != "auto":
         order = [(engine, "fp32")]
+    if not order and precision == "fp16":
+        raise DogbreedError(f"fp16 needs a CUDA GPU; this run is on {dev}: use --precision bf16 or fp32")
     if not order:
         raise DogbreedError(f"no engine runs {precision} on {dev}; use --precision auto or fp32")
     passed_over: list[str] = []

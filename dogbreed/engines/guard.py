@@ -54,7 +54,7 @@ def verdict(check: EngineCheck | None, precision: str) -> tuple[bool, str]:
         drop = check.reference_accuracy - check.accuracy
         text = (
             f"top-1 {check.accuracy:.1%} vs {check.reference_accuracy:.1%} at fp32 on {labelled} labelled images "
-            f"({drop * 100:+.1f} points drop)".replace("+-", "-")
+            f"(a drop of {drop * 100:.1f} points)"
         )
         return drop <= MAX_INT8_DROP + 1e-9, text if drop <= MAX_INT8_DROP + 1e-9 else f"{text}, over the 1-point guard"
     if check.n < MIN_IMAGES:
