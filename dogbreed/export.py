@@ -147,7 +147,13 @@ def quantize(model: Any, images: ImageSet, prep: Any) -> Any:
     with quiet_libraries():
         import nncf
 
-        dataset = nncf.Dataset(images, lambda data: preprocess(data, prep)[None])
+        onnx_model = type(model).__name__ == "ModelProto"  # NNCF's ONNX backend feeds inputs by name
+
+        def transform(data: bytes) -> Any:
+            batch = preprocess(data, prep)[None]
+            return {"input": batch} if onnx_model else batch
+
+        dataset = nncf.Dataset(images, transform)
         quantized = nncf.quantize(model, dataset, subset_size=len(images))
     return quantized
 
