@@ -3,7 +3,8 @@ same run (this machine is shared and noisy; fast figures are repeated and the me
 
     nox -s bench                # or: python bench/run.py [--quick] [--json results.json]
 
-Sections: predict end to end vs the raw batched forward; CLI start-up; upload rate; list paging on a
+Sections: predict end to end vs the raw batched forward; the engines (auto, int8 export, detection forced off,
+`predict --id 1` start-up) against the torch fp32 forward; CLI start-up; upload rate; list paging on a
 100,000-row store; extractor epochs with cached features; predict's peak memory at two store sizes.
 """
 
@@ -45,8 +46,10 @@ def photo_jpeg(seed: int, size=(500, 375)) -> bytes:
     return buf.getvalue()
 
 
-def dogbreed(home: Path, *args: str, check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
-    env = {**os.environ, "DOGBREED_HOME": str(home)}
+def dogbreed(
+    home: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> tuple[float, subprocess.CompletedProcess]:
+    env = {**os.environ, "DOGBREED_HOME": str(home), **(env or {})}
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "dogbreed", *args], capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
@@ -81,55 +84,73 @@ def make_checkpoint(path: Path, image_size: int = 224) -> Path:
 # ---------------------------------------------------------------- 1. predict vs raw forward
 
 
-def raw_forward_rate(checkpoint: Path, batch: int, threads: int, seconds: float = 4.0) -> float:
-    """Images/s of the model alone on pre-made tensors (no decoding, no store)."""
+def raw_forward_rate(
+    model: Path,
+    batch: int,
+    threads: int,
+    seconds: float = 4.0,
+    engine: str = "torch",
+    precision: str = "fp32",
+    env: dict[str, str] | None = None,
+) -> float:
+    """Images/s of the model alone on pre-made arrays (no decoding, no store), through the engine API: with the
+    defaults, the torch fp32 batched forward every other figure is compared with."""
     code = f"""
-import time, torch
-from dogbreed.model import load_checkpoint, prepare_for_inference, predict_probs
-torch.set_num_threads({threads})
-dev = torch.device('cpu')
-model, meta = load_checkpoint({str(checkpoint)!r})
-model = prepare_for_inference(model, dev)
-x = torch.randn({batch}, 3, meta.image_size, meta.image_size)
-for _ in range(2): predict_probs(model, x, dev)
+import time, numpy as np
+from dogbreed import sources
+from dogbreed.engines import Choice, load_engine
+engine = load_engine(sources.from_checkpoint({str(model)!r}), Choice({engine!r}, {precision!r}, 'cpu'))
+engine.set_threads({threads})
+size = engine.spec.preprocessing.crop_size
+x = np.random.default_rng(0).standard_normal(({batch}, 3, size, size)).astype(np.float32)
+for _ in range(2): engine.predict(x)
 n, t = 0, time.perf_counter()
 while time.perf_counter() - t < {seconds}:
-    predict_probs(model, x, dev); n += {batch}
+    engine.predict(x); n += {batch}
 print(n / (time.perf_counter() - t))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip())
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ, **(env or {})}
+    )
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def naive_rate(home: Path, checkpoint: Path, n: int = 48) -> float:
     """The original service's path: one image at a time, batch 1, decode + preprocess + forward each."""
     code = f"""
-import sqlite3, time, torch
+import sqlite3, time
+from dogbreed import sources
+from dogbreed.engines import Choice, load_engine
 from dogbreed.imaging import preprocess
-from dogbreed.model import load_checkpoint, predict_probs
-torch.set_num_threads({os.cpu_count()})
-dev = torch.device('cpu')
-model, meta = load_checkpoint({str(checkpoint)!r})
+engine = load_engine(sources.from_checkpoint({str(checkpoint)!r}), Choice('torch', 'fp32', 'cpu'))
+engine.set_threads({os.cpu_count()})
 conn = sqlite3.connect({str(home / "dogbreed.db")!r})
 ids = [r[0] for r in conn.execute('SELECT image_id FROM image_blobs LIMIT {n}')]
 t = time.perf_counter()
 for i in ids:
     data = conn.execute('SELECT data FROM image_blobs WHERE image_id = ?', (i,)).fetchone()[0]
-    predict_probs(model, preprocess(data, meta.image_size).unsqueeze(0), dev)
+    engine.predict(preprocess(data, engine.spec.preprocessing)[None])
 print(len(ids) / (time.perf_counter() - t))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip())
 
 
-def predict_rates(home: Path, checkpoint: Path, n: int, *extra: str) -> tuple[float, float, float]:
-    """Images/s of one `predict --all`: (once the model is loaded: read from the store, decode, preprocess,
+def predict_run(
+    home: Path, model: Path | None, n: int, *extra: str, env: dict[str, str] | None = None
+) -> tuple[tuple[float, float, float], dict]:
+    """Images/s of one `predict --all` (once the model is loaded: read from the store, decode, preprocess,
     forward, write; the run as the command times it, model loading included; the whole command's wall time,
-    interpreter and imports included)."""
-    wall, proc = dogbreed(home, "predict", "--all", "--checkpoint", str(checkpoint), "--json", *extra)
+    interpreter and imports included) and its JSON summary (engine, precision, note)."""
+    which = ("--checkpoint", str(model)) if model is not None else ()
+    wall, proc = dogbreed(home, "predict", "--all", *which, "--json", *extra, env=env)
     out = json.loads(proc.stdout)
-    assert out["done"] == n, out
-    return n / (out["seconds"] - out["load_seconds"]), n / out["seconds"], n / wall
+    assert out["done"] == n, {k: v for k, v in out.items() if k != "results"}
+    return (n / (out["seconds"] - out["load_seconds"]), n / out["seconds"], n / wall), out
+
+
+def predict_rates(home: Path, checkpoint: Path, n: int, *extra: str) -> tuple[float, float, float]:
+    return predict_run(home, checkpoint, n, *extra)[0]
 
 
 def bench_predict(work: Path, quick: bool) -> None:
@@ -143,7 +164,7 @@ def bench_predict(work: Path, quick: bool) -> None:
     pairs = []
     for _ in range(1 if quick else 3):
         raw_rate = raw_forward_rate(ckpt, 16, cores)
-        pairs.append((raw_rate, *predict_rates(home, ckpt, n)))
+        pairs.append((raw_rate, *predict_rates(home, ckpt, n, "--engine", "torch")))
     raw, steady, run, wall = (statistics.median(p[i] for p in pairs) for i in range(4))
     ratio = statistics.median(p[1] / p[0] for p in pairs)
     row("predict", f"raw batched forward, batch 16, {cores} threads (baseline)", f"{raw:.1f} img/s")
@@ -159,11 +180,166 @@ def bench_predict(work: Path, quick: bool) -> None:
             ("1 worker x 2 threads", ("--workers", "1", "--threads", str(cores))),
             ("in-process (--workers 0)", ("--workers", "0")),
         ):
-            rate = predict_rates(home, ckpt, n, *args)[0]
+            rate = predict_rates(home, ckpt, n, "--engine", "torch", *args)[0]
             row("levers", f"predict {label}", f"{rate:.1f} img/s", f"{rate / raw:.2f}x raw")
         for batch in (1, 8, 32):
             rate = raw_forward_rate(ckpt, batch, cores)
             row("levers", f"raw forward batch {batch}", f"{rate:.1f} img/s", f"{rate / raw:.2f}x batch 16")
+
+
+# ---------------------------------------------------------------- 1b. engines
+
+
+def trained_run(home: Path, quick: bool) -> tuple[int, Path]:
+    """A resnet18 extractor trained at 224 px on a synthetic set (its test split: 120 images, enough for the
+    accuracy guard): confident predictions, so the agreement figures mean something. Speed does not depend on
+    the weights."""
+    data = home / "synthetic"
+    per_class = "80"
+    dogbreed(
+        home, "dataset", "synthetic", "--dataset", str(data), "--breeds", "6", "--per-class", per_class, "--size", "320"
+    )
+    _, proc = dogbreed(
+        home,
+        "train",
+        "--dataset",
+        str(data),
+        "--no-pretrained",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "32",
+        "--image-size",
+        "224",
+        "--loader-workers",
+        "0",
+        "--json",
+    )
+    out = json.loads(proc.stdout)
+    return out["run_id"], Path(out["checkpoint"])
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _guard_text(checks: list[dict], engine: str, precision: str) -> str:
+    for c in checks:
+        if (c["engine"], c["precision"]) == (engine, precision):
+            drop = ""
+            if c.get("accuracy") is not None and c.get("reference_accuracy") is not None:
+                drop = f", accuracy {_pct(c['accuracy'])} vs fp32 {_pct(c['reference_accuracy'])}"
+            return f"agreement {_pct(c['agreement'])} on {c['n']} test images{drop}"
+    return "no check"
+
+
+def bench_engines(work: Path, quick: bool) -> None:
+    """The issue-10 rows, all in one run: `predict --all` at auto settings and with an int8 export, each beside
+    its recorded agreement / accuracy, against the torch fp32 raw batched forward; auto with bf16/VNNI detection
+    forced off against today's torch fp32 predict; `predict --id 1` whole-command time on a cached OpenVINO
+    model against the torch path."""
+    from dogbreed.engines import cpu
+
+    home = work / "engines"
+    n = 128 if quick else 512
+    cores = os.cpu_count() or 1
+    run_id, ckpt = trained_run(home, quick)
+    _, proc = dogbreed(home, "check", "--run", str(run_id), "--json")
+    checks = json.loads(proc.stdout)["checks"]
+    _, proc = dogbreed(home, "export", "--run", str(run_id), "--int8", "--json")
+    exported = json.loads(proc.stdout)
+    int8 = Path(exported["path"])
+    make_store(home, n)
+    off = {cpu.ENV: "none"}
+    # warm the conversion cache (the first OpenVINO run of a checkpoint converts it once)
+    predict_run(home, ckpt, n)
+    rounds = []
+    for _ in range(1 if quick else 3):  # interleaved: a noisy neighbour slows both sides of a pair
+        raw = raw_forward_rate(ckpt, 16, cores)
+        auto, auto_out = predict_run(home, ckpt, n)
+        q, q_out = predict_run(home, int8, n)
+        today, _ = predict_run(home, ckpt, n, "--engine", "torch", "--precision", "fp32")
+        forced, forced_out = predict_run(home, ckpt, n, env=off)
+        rounds.append((raw, auto[0], q[0], today[0], forced[0], auto[2], q[2]))
+    med = [statistics.median(r[i] for r in rounds) for i in range(len(rounds[0]))]
+    raw = med[0]
+
+    def ratio(i: int, j: int = 0) -> float:
+        return statistics.median(r[i] / r[j] for r in rounds)
+
+    choice = f"{auto_out['engine']} {auto_out['precision']}"
+    row("engines", f"torch fp32 raw batched forward, batch 16, {cores} threads (baseline)", f"{raw:.1f} img/s")
+    row(
+        "engines",
+        f"`predict --all` auto ({choice}), {n} stored 500x375 JPEGs",
+        f"{med[1]:.1f} img/s",
+        f"{ratio(1):.2f}x raw (>= 2.0x); {_guard_text(checks, auto_out['engine'], auto_out['precision'])}",
+    )
+    int8_check = exported["checks"][0] if exported["checks"] else {}
+    row(
+        "engines",
+        "`predict --all` with the int8 export (openvino int8)",
+        f"{med[2]:.1f} img/s",
+        f"{ratio(2):.2f}x raw (>= 3.5x); {_guard_text([int8_check], 'openvino', 'int8')}",
+    )
+    row(
+        "engines",
+        "`predict --all --engine torch --precision fp32` (today's path)",
+        f"{med[3]:.1f} img/s",
+        f"{ratio(3):.2f}x raw",
+    )
+    forced_choice = f"{forced_out['engine']} {forced_out['precision']}"
+    row(
+        "engines",
+        f"auto with {cpu.ENV}=none (picks {forced_choice})",
+        f"{med[4]:.1f} img/s",
+        f"{ratio(4, 3):.2f}x today's fp32 predict (>= ~1.0x); picks fp32: "
+        f"{'yes' if forced_out['precision'] == 'fp32' else 'NO'}",
+    )
+    row("engines", "  auto, whole command (python, imports, model load)", f"{med[5]:.1f} img/s", f"{ratio(5):.2f}x raw")
+    row("engines", "  int8, whole command", f"{med[6]:.1f} img/s", f"{ratio(6):.2f}x raw")
+    row(
+        "engines",
+        "  int8 export size",
+        f"{exported['size_bytes'] / 2**20:.1f} MB",
+        f"calibrated on {exported['calibration']}",
+    )
+    bench_predict_one(home, ckpt, 3 if quick else 7)
+    if not quick:
+        bench_no_bf16_cpu(ckpt, int8, cores)
+
+
+def bench_predict_one(home: Path, ckpt: Path, reps: int) -> None:
+    """`dogbreed predict --id 1` whole-command wall time, interleaved: auto on the cached OpenVINO conversion (no
+    torch import) against the torch path."""
+    sides: dict[str, list[float]] = {"openvino": [], "torch": []}
+    for _ in range(reps):
+        for engine in sides:
+            wall, proc = dogbreed(home, "predict", "--id", "1", "--checkpoint", str(ckpt), "--engine", engine, "--json")
+            sides[engine].append(wall)
+    ov, pt = (statistics.median(sides[k]) for k in ("openvino", "torch"))
+    row("engines", "`predict --id 1` whole command, torch fp32 (baseline)", f"{pt * 1000:.0f} ms")
+    row(
+        "engines",
+        "`predict --id 1` whole command, cached OpenVINO model",
+        f"{ov * 1000:.0f} ms",
+        f"{pt / ov:.1f}x faster (no torch import)",
+    )
+
+
+def bench_no_bf16_cpu(ckpt: Path, int8: Path, cores: int) -> None:
+    """What a CPU without bf16 or VNNI gets, emulated here: oneDNN (torch's and OpenVINO's) limited to plain
+    AVX-512 (``ONEDNN_MAX_CPU_ISA=AVX512_CORE``, a Skylake-SP), detection forced off."""
+    env = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "DOGBREED_CPU_FEATURES": "none"}
+    base = raw_forward_rate(ckpt, 16, cores, env=env)
+    row("no-bf16", "torch fp32 forward, oneDNN limited to AVX512_CORE (baseline)", f"{base:.1f} img/s")
+    for label, model, engine, precision in (
+        ("openvino f32 forward", ckpt, "openvino", "fp32"),
+        ("openvino bf16 forward (emulated: what detection avoids)", ckpt, "openvino", "bf16"),
+        ("openvino int8 forward (no VNNI)", int8, "openvino", "int8"),
+    ):
+        rate = raw_forward_rate(model, 16, cores, engine=engine, precision=precision, env=env)
+        row("no-bf16", label, f"{rate:.1f} img/s", f"{rate / base:.2f}x torch fp32")
 
 
 # ---------------------------------------------------------------- 2. CLI start-up
@@ -285,7 +461,7 @@ def bench_extractor(work: Path, quick: bool) -> None:
         home,
         "dataset",
         "synthetic",
-        "--dir",
+        "--dataset",
         str(data),
         "--breeds",
         "6",
@@ -302,11 +478,11 @@ def bench_extractor(work: Path, quick: bool) -> None:
         "--no-pretrained",
         "--epochs",
         "4",
-        "--batch",
+        "--batch-size",
         "32",
         "--image-size",
         "224",
-        "--workers",
+        "--loader-workers",
         "0",
         "--json",
     )
@@ -360,6 +536,7 @@ def bench_memory(work: Path, quick: bool) -> None:
 
 SECTIONS = {
     "predict": bench_predict,
+    "engines": bench_engines,
     "startup": bench_startup,
     "upload": bench_upload,
     "list": bench_list,
@@ -374,14 +551,20 @@ def machine_line() -> str:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         model = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
         have = next(line for line in cpuinfo.splitlines() if line.startswith("flags"))
-        flags = ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in have)
+        flags = ", ".join(
+            f for f in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16") if f" {f}" in have
+        )
     except (OSError, StopIteration):
         model = platform.processor()
+    import openvino
     import torch
 
+    from dogbreed.engines import cpu
+
     return (
-        f"{model}; {os.cpu_count()} cores ({flags}); {platform.system()} {platform.machine()}; "
-        f"Python {platform.python_version()}; torch {torch.__version__}"
+        f"{model}; {os.cpu_count()} cores ({flags}); detected: {cpu.detect().describe()}; "
+        f"{platform.system()} {platform.machine()}; Python {platform.python_version()}; torch {torch.__version__}; "
+        f"OpenVINO {openvino.get_version().split('-')[0]}"
     )
 
 
