@@ -125,12 +125,15 @@ def to_openvino(net: Any, meta: ExportMeta) -> Any:
     import torch
 
     size = meta.preprocessing.crop_size
-    with quiet_libraries(), torch.inference_mode():
-        model = ov.convert_model(
-            net,
-            example_input=torch.zeros(1, 3, size, size),
-            input=[(ov.PartialShape([-1, 3, size, size]), ov.Type.f32)],
-        )
+    try:
+        with quiet_libraries(), torch.inference_mode():
+            model = ov.convert_model(
+                net,
+                example_input=torch.zeros(1, 3, size, size),
+                input=[(ov.PartialShape([-1, 3, size, size]), ov.Type.f32)],
+            )
+    except Exception as exc:  # the converter raises many types; all mean "this graph cannot be converted"
+        raise DogbreedError(f"OpenVINO cannot convert {meta.source_name}: {_first_line(exc)}") from None
     names = ["probs", "dog"] if meta.has_dog else ["probs"]
     for output, name in zip(model.outputs, names):
         output.get_tensor().set_names({name})
@@ -235,18 +238,26 @@ def _onnx_export(net: Any, meta: ExportMeta, path: Path) -> Any:
 
     size = meta.preprocessing.crop_size
     names = ["probs", "dog"] if meta.has_dog else ["probs"]
-    with quiet_libraries(), torch.inference_mode():
-        torch.onnx.export(
-            net,
-            (torch.zeros(2, 3, size, size),),
-            str(path),
-            dynamo=True,
-            input_names=["input"],
-            output_names=names,
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-            external_data=False,
-        )
+    try:
+        with quiet_libraries(), torch.inference_mode():
+            torch.onnx.export(
+                net,
+                (torch.zeros(2, 3, size, size),),
+                str(path),
+                dynamo=True,
+                input_names=["input"],
+                output_names=names,
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                external_data=False,
+            )
+    except Exception as exc:  # torch.export and the ONNX translation raise many types
+        raise DogbreedError(f"torch's ONNX exporter cannot export {meta.source_name}: {_first_line(exc)}") from None
     return onnx.load(str(path))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
 
 
 def save_onnx(proto: Any, meta: ExportMeta, target: Path) -> list[Path]:
@@ -258,16 +269,12 @@ def save_onnx(proto: Any, meta: ExportMeta, target: Path) -> list[Path]:
         return _replace_into(tmp, [tmp / "model.onnx"], target)
 
 
-def _require_onnx(int8: bool) -> None:
+def _require(modules: list[str], how: str) -> None:
     import importlib.util
 
-    needed = ["onnx", "onnxscript"] + (["onnxruntime"] if int8 else [])
-    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise DogbreedError(
-            f"ONNX export needs {', '.join(missing)}: pip install 'dogbreed[onnx]' (or pipx inject dogbreed "
-            f"{' '.join(missing)}); --format openvino needs nothing more"
-        )
+        raise DogbreedError(f"this export needs {', '.join(missing)}, which is not installed: {how}")
 
 
 # ---------------------------------------------------------------- the use case
@@ -287,8 +294,10 @@ def export(
     stage = on_stage or (lambda text: None)
     if request.format not in FORMATS:
         raise DogbreedError(f"unknown format {request.format!r}; use {' or '.join(FORMATS)}")
+    _require(["openvino"] + (["nncf"] if request.int8 else []), "pip install openvino nncf")
     if request.format == "onnx":
-        _require_onnx(request.int8)
+        needed = ["onnx", "onnxscript"] + (["onnxruntime"] if request.int8 else [])
+        _require(needed, "pip install 'dogbreed[onnx]'; --format openvino needs nothing more")
     target = output_path(request)
     started = time.perf_counter()
     held_out = calibration = None

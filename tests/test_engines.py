@@ -221,3 +221,18 @@ def test_bf16_requested_on_a_cpu_without_it_runs_with_a_warning(cli, tiny, uploa
     monkeypatch.setenv(cpu.ENV, "none")
     result = cli("predict", "--all", "-c", tiny.checkpoint, "--precision", "bf16", "--engine", "torch")
     assert "bf16 is emulated on this CPU and slower than fp32" in result.stderr
+
+
+def test_the_conversion_cache_keeps_only_the_most_recently_used(tmp_path):
+    import time
+
+    from dogbreed.engines.openvino import _prune
+
+    for i in range(10):
+        (tmp_path / f"model{i}").mkdir()
+        os.utime(tmp_path / f"model{i}", (time.time() - 100 + i, time.time() - 100 + i))
+    (tmp_path / ".converting-old").mkdir()
+    os.utime(tmp_path / ".converting-old", (time.time() - 7200, time.time() - 7200))
+    (tmp_path / ".converting-now").mkdir()
+    _prune(tmp_path, keep=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".converting-now"] + [f"model{i}" for i in range(2, 10)]

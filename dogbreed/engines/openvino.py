@@ -77,8 +77,25 @@ def _check_io(model: ov.Model, meta: ExportMeta, where: str) -> None:
         raise DogbreedError(f"{where} gives {probs} scores, not one per each of its {len(meta.classes)} classes")
 
 
+_READ: dict[tuple, tuple[ov.Model, ExportMeta]] = {}
+
+
 def read_export(path: Path | str) -> tuple[ov.Model, ExportMeta]:
-    """An exported model and its validated description; a damaged or foreign file is a one-line error."""
+    """An exported model and its validated description; a damaged or foreign file is a one-line error. Kept for
+    the process (keyed by the file's identity), since choosing and loading both read it and reading an ONNX file
+    converts it."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise DogbreedError(f"{path}: {exc.strerror or exc}") from None
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _READ:
+        _READ.clear()
+        _READ[key] = _read_export(path)
+    return _READ[key]
+
+
+def _read_export(path: Path | str) -> tuple[ov.Model, ExportMeta]:
     where = str(path)
     try:
         model = _core().read_model(where)
@@ -108,11 +125,16 @@ def cached_ir_path(source: ModelSource) -> Path:
     return cache_dir() / tag / "model.xml"
 
 
+KEEP_CONVERSIONS = 8
+
+
 def convert_cached(source: ModelSource) -> Path:
     """The cached IR of ``source``, converting it (torch import, ``ov.convert_model``: seconds) the first time. Two
-    processes converting at once each write their own folder; the first rename wins, the other is dropped."""
+    processes converting at once each write their own folder; the first rename wins, the other is dropped. The
+    ``KEEP_CONVERSIONS`` most recently used are kept (a ResNet50 IR is ~100 MB)."""
     target = cached_ir_path(source)
     if target.is_file() and target.with_suffix(".bin").is_file():
+        _touch(target.parent)
         return target
     from dogbreed.export import describe, to_openvino
 
@@ -134,7 +156,30 @@ def convert_cached(source: ModelSource) -> Path:
     finally:
         if "tmp" in locals() and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    _prune(cache_dir(), keep=KEEP_CONVERSIONS)
     return target
+
+
+def _touch(folder: Path) -> None:
+    try:
+        os.utime(folder)
+    except OSError:
+        pass
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Drop all but the ``keep`` most recently used conversions (and leftovers of interrupted ones over an hour
+    old); a folder another process is using is only deleted once it is no longer the newest."""
+    import time
+
+    try:
+        entries = [p for p in folder.iterdir() if p.is_dir()]
+    except OSError:
+        return
+    done = sorted((p for p in entries if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True)
+    stale = [p for p in entries if p.name.startswith(".") and time.time() - p.stat().st_mtime > 3600]
+    for old in done[keep:] + stale:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the engine
