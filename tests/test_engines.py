@@ -236,3 +236,12 @@ def test_the_conversion_cache_keeps_only_the_most_recently_used(tmp_path):
     (tmp_path / ".converting-now").mkdir()
     _prune(tmp_path, keep=8)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".converting-now"] + [f"model{i}" for i in range(2, 10)]
+
+
+def test_check_list_shows_what_was_recorded_for_the_model_and_its_exports(cli, tiny, tmp_path):
+    assert cli.json("check", "-c", tiny.checkpoint, "--list")["checks"] == []
+    assert "none yet" in cli("check", "-c", tiny.checkpoint, "--list").stdout
+    cli("export", tiny.checkpoint, "-o", tmp_path / "e.xml", "--dataset", tiny.dataset, "-n", "20")
+    listed = cli.json("check", "-c", tiny.checkpoint, "--list")["checks"]
+    assert listed and all(c["target"].startswith("export ") and c["n"] == 20 for c in listed)
+    assert all(c["auto"] == "no: checked on only 20 images (the guard needs 100)" for c in listed)

@@ -32,6 +32,7 @@ from dogbreed.cli.common import (
     print_json,
     safe,
     warn,
+    when,
 )
 from dogbreed.errors import DogbreedError
 
@@ -273,6 +274,35 @@ def _export_json(outcome: Any) -> dict[str, Any]:
     }
 
 
+RECORDED_COLUMNS = [
+    Column("created_at", "measured", when),
+    Column("target", "of"),
+    *CHECK_COLUMNS[:-1],
+    Column("data", "held-out images", fold=True),
+    Column("auto", "auto may pick it", fold=True),
+]
+
+
+def _list_checks(conn: Any, source: Any, fmt: str) -> None:
+    from dogbreed.store.evaluations import checks_for
+
+    rows = []
+    for c in checks_for(conn, source.key):
+        row = _check_row(c)
+        row["target"] = "the model" if c.target_key is None else f"export {c.target_key[:12]}"
+        rows.append(row)
+    if fmt == "json":
+        print_json({"model": source.name, "model_key": source.key, "checks": rows})
+        return
+    emit(
+        rows,
+        RECORDED_COLUMNS,
+        fmt,
+        title=f"recorded checks of {clean(source.name)}",
+        empty="none yet: measure them with 'dogbreed check' (same model options, without --list)",
+    )
+
+
 @app.command(
     "check",
     epilog=examples(
@@ -289,6 +319,7 @@ def check_cmd(
     dataset: Path | None = HeldOutDatasetOpt,
     device: DeviceOpt = "cpu",
     limit: int = CheckImagesOpt,
+    listing: bool = typer.Option(False, "--list", help="Only list the checks recorded for this model and its exports."),
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -298,12 +329,15 @@ def check_cmd(
     and through every faster option this machine has (OpenVINO f32/bf16, torch bf16 where the CPU has native bf16;
     fp16/bf16 on a CUDA GPU). predict's auto then picks the fastest one with at least 99% agreement.
     """
-    from dogbreed.engines import _resolve_device, check
+    from dogbreed.engines import check, resolve_device
 
     fmt_out = output_format(as_json)
     conn = open_db(ctx)
     source = _source_from(conn, what, checkpoint, model, weights, run)
-    dev, warning = _resolve_device(device, "auto")
+    if listing:
+        _list_checks(conn, source, fmt_out)
+        return
+    dev, warning = resolve_device(device, "auto")
     if warning:
         warn(warning)
     images, _ = check.export_images(conn, source, dataset, limit)

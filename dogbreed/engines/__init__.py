@@ -145,7 +145,7 @@ def check_hint(source: ModelSource) -> str:
     return f"dogbreed check --checkpoint {source.ref}"
 
 
-def _resolve_device(device: str, engine: str) -> tuple[str, str | None]:
+def resolve_device(device: str, engine: str) -> tuple[str, str | None]:
     """The device to run on and a warning when the request cannot be met. Decided without importing torch where
     no accelerator can be present (torch's import alone costs 1-3 s)."""
     name = device.strip().lower()
@@ -180,7 +180,7 @@ def choose(
         raise DogbreedError(
             "int8 runs on quantized exports: 'dogbreed export --int8', then predict with --checkpoint EXPORTED.xml"
         )
-    dev, warning = _resolve_device(device, engine)
+    dev, warning = resolve_device(device, engine)
     if engine != "auto" and precision != "auto":
         choice = engine_class(engine).choose(source, dev, precision)
         return Choice(choice.engine, choice.precision, choice.device, choice.note, warning or choice.warning)
