@@ -98,7 +98,7 @@ def raw_forward_rate(
     ``procs`` processes at once with ``threads`` each (their rates summed). With the defaults: the torch fp32
     batched forward."""
     code = f"""
-import time, numpy as np
+import sys, time, numpy as np
 from dogbreed import sources
 from dogbreed.engines import Choice, load_engine
 engine = load_engine(sources.from_checkpoint({str(model)!r}), Choice({engine!r}, {precision!r}, 'cpu'))
@@ -106,6 +106,8 @@ engine.set_threads({threads})
 size = engine.spec.preprocessing.crop_size
 x = np.random.default_rng(0).standard_normal(({batch}, 3, size, size)).astype(np.float32)
 for _ in range(2): engine.predict(x)
+print('ready', flush=True)
+sys.stdin.readline()  # every process measures the same window
 n, t = 0, time.perf_counter()
 while time.perf_counter() - t < {seconds}:
     engine.predict(x); n += {batch}
@@ -113,8 +115,17 @@ print(n / (time.perf_counter() - t))
 """
     env = {**os.environ, **(env or {})}
     running = [
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in range(procs)
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(procs)
     ]
+    for proc in running:
+        if proc.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"forward benchmark failed to start ({engine} {precision})")
+    for proc in running:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     rates = []
     for proc in running:
         out, _ = proc.communicate()
