@@ -134,6 +134,9 @@ def test_foreign_or_tampered_model_files_are_refused_in_one_line(cli, tiny, tmp_
     shutil.copy(tmp_path / "good.bin", tmp_path / "tampered.bin")
     err = cli("predict", "--all", "-c", tampered, expect=1).stderr
     assert "invalid dogbreed description" in err and "not one of the 120 Stanford breeds" in err
+    lonely = tmp_path / "lonely.xml"  # an IR whose weights file is missing
+    lonely.write_text(xml)
+    assert "bin file cannot be found" in cli("predict", "--all", "-c", lonely, expect=1).stderr
     plain = tmp_path / "plain.xml"
     plain.write_text(xml[: xml.index("<rt_info>")] + xml[xml.index("</rt_info>") + len("</rt_info>") :])
     shutil.copy(tmp_path / "good.bin", tmp_path / "plain.bin")

@@ -60,6 +60,16 @@ def read_meta(model: ov.Model, where: str) -> ExportMeta:
     )
 
 
+def _reason(exc: BaseException) -> str:
+    """The informative end of an OpenVINO error (its messages start with source-file locations)."""
+    import re
+
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(exc).__name__
+    last = re.sub(r"^.*(?:failed at|Exception from) \S+:\d+:\s*", "", last)
+    return last[:200]
+
+
 def _check_io(model: ov.Model, meta: ExportMeta, where: str) -> None:
     """The graph must take N x 3 x crop x crop and give N x classes (and N dog probabilities)."""
     size = meta.preprocessing.crop_size
@@ -100,8 +110,7 @@ def _read_export(path: Path | str) -> tuple[ov.Model, ExportMeta]:
     try:
         model = _core().read_model(where)
     except RuntimeError as exc:
-        reason = " ".join(str(exc).split())[-160:]
-        raise DogbreedError(f"{where} cannot be read as an OpenVINO or ONNX model: {reason}") from None
+        raise DogbreedError(f"{where} cannot be read as an OpenVINO or ONNX model: {_reason(exc)}") from None
     meta = read_meta(model, where)
     _check_io(model, meta, where)
     return model, meta
