@@ -611,7 +611,10 @@ def main() -> None:
     print(f"machine: {machine_line()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="dogbreed-bench-") as tmp:
         for name in args.only or SECTIONS:
+            before = os.getloadavg()[0]
             SECTIONS[name](Path(tmp), args.quick)
+            # other processes' load, so a reader can tell a quiet run from a contended one
+            row(name, "  load average (1 min) before / after the section", f"{before:.1f} / {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"machine": machine_line(), "rows": ROWS}, indent=2))
