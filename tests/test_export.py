@@ -66,6 +66,7 @@ def test_int8_export_is_calibrated_on_training_images_checked_on_test_images_and
     assert out["check_data"].startswith("104 of 104 images of the test split")
     (check,) = out["checks"]
     assert check["precision"] == "int8" and check["labelled"] == 104
+    assert check["agreement"] >= 0.99  # int8 gives the torch fp32 top-1 on the test images
     assert check["reference_accuracy"] - check["accuracy"] <= 0.01  # a confident model loses nothing
     assert check["auto"].startswith("yes")
     row = cli.sql("SELECT model_key, target_key, precision, labelled FROM engine_checks")
