@@ -441,7 +441,11 @@ def bench_startup(work: Path, quick: bool) -> None:
         imports = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "dogbreed", *args], capture_output=True, text=True, env=env
         ).stderr
-        heavy = [m for m in ("torch", "matplotlib", "sqlmodel") if f" {m}\n" in imports or f"| {m}\n" in imports]
+        heavy = [
+            m
+            for m in ("torch", "matplotlib", "sqlmodel", "openvino", "nncf")
+            if f" {m}\n" in imports or f"| {m}\n" in imports
+        ]
         row(
             "startup",
             f"dogbreed {' '.join(args)}",
