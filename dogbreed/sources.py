@@ -150,6 +150,10 @@ def _check_loadable(source: ModelSource) -> None:
         from dogbreed.model import read_weights_file
 
         read_weights_file(Path(source.weights_file))
+    elif source.kind == "export":
+        from dogbreed.engines.openvino import read_export
+
+        read_export(source.ref)
 
 
 def pinned(conn: sqlite3.Connection) -> ModelSource | None:

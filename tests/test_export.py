@@ -165,3 +165,15 @@ def test_export_description_is_validated_field_by_field():
             ExportMeta.from_json(json.dumps({**good, **change}), "f")
     with pytest.raises(DogbreedError, match="not JSON"):
         ExportMeta.from_json("{", "f")
+
+
+def test_an_export_can_be_the_pinned_default_and_a_broken_one_cannot(cli, tiny, tmp_path, uploaded):
+    uploaded(2)
+    out = cli.json("export", tiny.checkpoint, "-o", tmp_path / "pinned.xml", "--no-check")
+    cli("models", "--default", out["path"])
+    run = cli.json("predict", "--all")
+    assert run["model_key"] == out["key"] and run["engine"] == "openvino" and run["done"] == 2
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<net/>")
+    assert "cannot be read as an OpenVINO or ONNX model" in cli("models", "--default", broken, expect=1).stderr
+    assert cli.json("predict", "--all")["model_key"] == out["key"]  # the good pin stays

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,32 +91,15 @@ class _Dataset:
     what: str  # "run 3's dataset /x" or "/x"
 
 
-def _run_of(conn: sqlite3.Connection, source: ModelSource):
-    """The training run that made this checkpoint, if it is in this store (and really made it)."""
-    from dogbreed.store.runs import get_run
-
-    run_id = source.run_id
-    if run_id is None and source.kind == "checkpoint":
-        from dogbreed.model import read_checkpoint
-
-        run_id = read_checkpoint(source.ref)[0].run_id
-    run = get_run(conn, run_id) if run_id is not None else None
-    if run is None or (run.checkpoint_sha256 and run.checkpoint_sha256 != source.key and run.id != source.run_id):
-        return None
-    return run
-
-
-def _dataset(root: Path, params: dict, what: str) -> _Dataset | None:
+def _dataset(root: Path, run: Any, what: str) -> _Dataset | None:
+    """The test and training splits of ``root``, made as training made them (the run's seed, validation fraction and
+    per-breed limit: ``evaluate.split_params``); None when it is not a usable dataset."""
     from dogbreed.dataset import make_splits, scan
+    from dogbreed.evaluate import split_params
 
     try:
         index = scan(root)
-        splits = make_splits(
-            index,
-            seed=int(params.get("seed", 0) or 0),
-            val_fraction=float(params.get("val_fraction", 0.1) or 0.1),
-            limit_per_class=params.get("limit_per_class"),
-        )
+        splits = make_splits(index, **split_params(run))
     except (DogbreedError, OSError, ValueError):
         return None
 
@@ -127,19 +111,21 @@ def _dataset(root: Path, params: dict, what: str) -> _Dataset | None:
 
 def _find_dataset(conn: sqlite3.Connection, source: ModelSource, dataset: Path | None) -> _Dataset | None:
     if dataset is not None:
-        found = _dataset(Path(dataset), {}, str(dataset))
+        found = _dataset(Path(dataset), None, str(dataset))
         if found is None:
             raise DogbreedError(f"--dataset {dataset} is not a usable dataset (no Images/ folder of Stanford breeds)")
         return found
     if source.kind in ("checkpoint", "export"):
-        run = _run_of(conn, source) if source.kind == "checkpoint" else None
+        from dogbreed.evaluate import run_of
+
+        run = run_of(conn, source)
         if run is not None:
-            return _dataset(Path(run.dataset), run.params or {}, f"run {run.id}'s dataset {run.dataset}")
+            return _dataset(Path(run.dataset), run, f"run {run.id}'s dataset {run.dataset}")
         return None
     from dogbreed.config import resolve_paths
 
     default = resolve_paths().dataset
-    return _dataset(default, {}, str(default)) if (default / "Images").is_dir() else None
+    return _dataset(default, None, str(default)) if (default / "Images").is_dir() else None
 
 
 def _sample(items: list, n: int) -> list:

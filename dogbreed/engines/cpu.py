@@ -6,9 +6,9 @@
 - ``vnni``: int8 dot products in hardware (AVX512_VNNI, AVX_VNNI, AMX_INT8, ARM dot product). Without them int8
   still runs, at about half the speed (still ~2x f32 in OpenVINO, measured the same way).
 
-``DOGBREED_CPU_FEATURES`` overrides detection, for tests and for users who want the reference path: ``none``
-(nothing native: every engine stays at fp32), or a comma list of the features to claim (``bf16``, ``vnni``,
-``amx``); unset or ``auto`` detects.
+``DOGBREED_CPU_FEATURES`` overrides detection, for tests and for users who want the reference path, with the
+meaning training gives it (``mixed_precision.cpu_features``, whose flag reading this builds on): ``none`` (nothing
+native: every engine stays at fp32), or the CPU's flag list to assume (``avx512_bf16,avx512_vnni``).
 
 Light module: reads /proc/cpuinfo (Linux) or sysctl (macOS); imports neither torch nor OpenVINO.
 """
@@ -22,12 +22,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from dogbreed.errors import DogbreedError
-
 ENV = "DOGBREED_CPU_FEATURES"
-FEATURES = ("bf16", "vnni", "amx")
 
-_X86_BF16 = {"avx512_bf16", "amx_bf16"}
+_X86_BF16 = {"avx512_bf16", "amx_bf16"}  # the same set training uses (mixed_precision.NATIVE_BF16_FLAGS)
 _X86_VNNI = {"avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8"}
 _X86_AMX = {"amx_bf16", "amx_int8", "amx_tile"}
 _ARM_BF16 = {"bf16"}
@@ -54,35 +51,26 @@ class CpuFeatures:
         return f"{word('bf16', self.bf16)}, {word('vnni', self.vnni)}, {word('amx', self.amx)} ({self.source})"
 
 
-def _forced(value: str) -> CpuFeatures:
-    names = [n.strip().lower() for n in value.split(",") if n.strip()]
-    if names == ["none"]:
-        return CpuFeatures(False, False, False, f"{ENV}=none")
-    unknown = [n for n in names if n not in FEATURES]
-    if unknown:
-        raise DogbreedError(f"{ENV}={value!r}: unknown feature {unknown[0]!r}; use none, auto or a list of {FEATURES}")
-    return CpuFeatures("bf16" in names, "vnni" in names, "amx" in names, f"{ENV}={value}", tuple(names))
-
-
-def _linux_flags() -> set[str] | None:
+def _arm_linux_flags() -> set[str] | None:
+    """ARM Linux lists its features on a "Features" line (x86's "flags" line is what training reads)."""
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
         return None
     for line in text.splitlines():
         key, _, rest = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):  # x86 says flags, ARM says Features
-            return set(rest.split())
+        if key.strip().lower() == "features":
+            return set(rest.lower().split())
     return None
 
 
-def _from_flags(flags: set[str], source: str) -> CpuFeatures:
+def _from_flags(flags: set[str], source: str, any_platform: bool = False) -> CpuFeatures:
+    """Read the flags with x86 names, ARM names, or (a list given by hand) either."""
     arm = platform.machine().lower() in ("aarch64", "arm64")
-    bf16 = bool(flags & (_ARM_BF16 if arm else _X86_BF16))
-    vnni = bool(flags & (_ARM_VNNI if arm else _X86_VNNI))
-    amx = bool(flags & _X86_AMX)
+    bf16_names = (_X86_BF16 | _ARM_BF16) if any_platform else (_ARM_BF16 if arm else _X86_BF16)
+    vnni_names = (_X86_VNNI | _ARM_VNNI) if any_platform else (_ARM_VNNI if arm else _X86_VNNI)
     found = tuple(sorted(flags & (_X86_BF16 | _X86_VNNI | _X86_AMX | _ARM_BF16 | _ARM_VNNI)))
-    return CpuFeatures(bf16, vnni, amx, source, found)
+    return CpuFeatures(bool(flags & bf16_names), bool(flags & vnni_names), bool(flags & _X86_AMX), source, found)
 
 
 def _mac_sysctl(name: str) -> bool | None:
@@ -95,18 +83,22 @@ def _mac_sysctl(name: str) -> bool | None:
 
 def detect() -> CpuFeatures:
     """This CPU's native bf16/VNNI/AMX (``DOGBREED_CPU_FEATURES``, read at every call, overrides)."""
-    forced = os.environ.get(ENV, "").strip()
-    if forced and forced.lower() != "auto":
-        return _forced(forced)
+    from dogbreed.mixed_precision import cpu_features
+
+    forced = os.environ.get(ENV)
+    if forced is not None:
+        return _from_flags(set(cpu_features()), f"{ENV}={forced.strip() or 'none'}", any_platform=True)
     return _detect_os()
 
 
 @cache
 def _detect_os() -> CpuFeatures:
+    from dogbreed.mixed_precision import cpu_features
+
     system = platform.system()
     if system == "Linux":
-        flags = _linux_flags()
-        if flags is not None:
+        flags = set(cpu_features()) or _arm_linux_flags()
+        if flags:
             return _from_flags(flags, "/proc/cpuinfo")
     if system == "Darwin" and platform.machine() == "arm64":
         bf16, vnni = (_mac_sysctl(_MAC_SYSCTL[k]) for k in ("bf16", "vnni"))
