@@ -8,8 +8,8 @@ where the model can tell, the probability of a dog at all. It also says how the 
 ``choose`` turns ``--engine``/``--precision`` (auto or explicit) into a ``Choice`` with a note saying why. Auto
 takes the fastest option this machine really has (``cpu`` detects native bf16) that passes the accuracy guard
 (``guard``: a recorded check); the fp32 torch model, the reference every check compares against, needs none.
-Fastest first, as measured on a 2-core AVX512_BF16 EPYC (ResNet18, 224 px, batch 16): OpenVINO bf16 (~3x torch
-fp32), torch bf16 autocast (~2.3x), OpenVINO f32 (~1.5x), torch fp32.
+Fastest first, as measured on a 2-core AVX512_BF16 EPYC (ResNet18, 224 px, batch 16, forward alone): OpenVINO
+bf16 (~2.4x torch fp32), torch bf16 autocast (~1.8x), OpenVINO f32 (~1.2x), torch fp32.
 
 Adding an engine is one new module in this package with an ``Engine`` subclass, named in ``_MODULES``.
 

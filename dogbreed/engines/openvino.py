@@ -7,10 +7,11 @@ keyed by the model's key and the dogbreed/OpenVINO versions, so the next run loa
 IR takes ~0.1 s (ResNet50, measured with and without OpenVINO's CACHE_DIR: no gain), so compiled blobs are not
 kept.
 
-Execution, measured on 2 cores (ResNet18 224 px, 500x375 JPEGs, end to end): one single-threaded worker per core,
-each decoding its own batches and running its own compiled model, gave 310-326 img/s at int8 and 194-198 at bf16;
-one process with OpenVINO's 2 threads and decoding overlapped in Python threads (async infer requests, 1 or 2
-streams) gave 150-290 at int8, 165-190 at bf16, and swung more with the machine's load. So the job loop runs it
+Execution, measured on 2 cores (ResNet18 224 px, 512 stored 500x375 JPEGs, `predict --all`, quiet machine): one
+single-threaded worker per core, each decoding its own batches and running its own compiled model, gave 305-319
+img/s at int8 and 193-199 at bf16; the same run in one process (OpenVINO's 2 threads) gave 252-254 and 163-167, and
+a prototype overlapping decoding in Python threads with async infer requests (1 or 2 streams) 150-290 and 165-190,
+swinging with the machine's load. So the job loop runs it
 like the torch engine: forked workers, one thread each. The model is compiled lazily, in the process that runs
 it: a parent that compiled nothing forks cleanly.
 """

@@ -1,6 +1,6 @@
 """The torch engine: the reference every other engine and precision is checked against.
 
-fp32 on every device; bf16 autocast on CPUs with native bf16 (detected: ``engines.cpu``; 2.3x fp32 for ResNet18
+fp32 on every device; bf16 autocast on CPUs with native bf16 (detected: ``engines.cpu``; ~1.8x fp32 for ResNet18
 on an AVX512_BF16 EPYC, where emulated bf16 would be slower than fp32) and on GPUs that support it; fp16 on CUDA;
 channels_last on CPU and CUDA; MPS at fp32. On the
 CPU the job loop runs one single-threaded worker per core, forked from a parent that already holds the model:
