@@ -130,15 +130,17 @@ def load_model(
     from dogbreed import sources
     from dogbreed.engines import choose, load_engine
     from dogbreed.store import open_store
+    from dogbreed.store.evaluations import checks_for
 
     store_path = Path(db) if db is not None else _default_store()
     conn = open_store(store_path) if store_path is not None else None
     try:
         source = sources.resolve(conn, checkpoint=checkpoint, model=model, weights=weights, run=run)
+        checks = checks_for(conn, source.key) if conn is not None else []  # auto picks what predict would pick
     finally:
         if conn is not None:
             conn.close()
-    return Model(source, load_engine(source, choose(source, device, engine, precision)))
+    return Model(source, load_engine(source, choose(source, device, engine, precision, checks)))
 
 
 def _default_store() -> Path | None:

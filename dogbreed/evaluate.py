@@ -310,7 +310,8 @@ def run(
         source = request.source or sources.resolve(conn)
         training_run = run_of(conn, source)
         picked = _pick(conn, db_path, request, training_run, stage)  # bad data fails before the model loads
-        choice = engines.choose(source, request.device, request.engine, request.precision)
+        checks = evaluations.checks_for(conn, source.key)  # auto picks what predict would pick
+        choice = engines.choose(source, request.device, request.engine, request.precision, checks)
         stage(f"loading {source.name} ({choice.engine} {choice.precision} on {choice.device})")
         engine = engines.load_engine(source, choice)
         report, seconds = _measure(engine, picked, request, on_progress)

@@ -283,14 +283,20 @@ RECORDED_COLUMNS = [
 ]
 
 
-def _list_checks(conn: Any, source: Any, fmt: str) -> None:
-    from dogbreed.store.evaluations import checks_for
-
+def recorded_check_rows(checks: Any) -> list[dict[str, Any]]:
+    """Rows for the recorded checks of a model (and of its exports)."""
     rows = []
-    for c in checks_for(conn, source.key):
+    for c in checks:
         row = _check_row(c)
         row["target"] = "the model" if c.target_key is None else f"export {c.target_key[:12]}"
         rows.append(row)
+    return rows
+
+
+def _list_checks(conn: Any, source: Any, fmt: str) -> None:
+    from dogbreed.store.evaluations import checks_for
+
+    rows = recorded_check_rows(checks_for(conn, source.key))
     if fmt == "json":
         print_json({"model": source.name, "model_key": source.key, "checks": rows})
         return

@@ -572,7 +572,9 @@ EPOCH_CSV = [
 )
 def stats_cmd(
     ctx: typer.Context,
-    run_id: int | None = typer.Argument(None, metavar="[RUN]", min=0, max=MAX_ID, help="One run's id: its per-epoch table."),
+    run_id: int | None = typer.Argument(
+        None, metavar="[RUN]", min=0, max=MAX_ID, help="One run's id: its per-epoch table."
+    ),
     plot: Path | None = typer.Option(
         None, "--plot", help="Write loss / accuracy / F1 curves (this run, or the newest)."
     ),
@@ -588,6 +590,7 @@ def stats_cmd(
     With RUN, --csv and --nl give one row per epoch; --plot draws the curves. --evaluations lists every
     evaluation (in any format).
     """
+    from dogbreed.cli.models import RECORDED_COLUMNS, recorded_check_rows
     from dogbreed.imagenet import DOG_THRESHOLD
     from dogbreed.store import evaluations, runs
 
@@ -621,10 +624,11 @@ def stats_cmd(
     if run is None:
         raise DogbreedError(f"no training run with id {run_id}; see 'dogbreed stats'")
     evals = [e.to_dict() for e in evaluations.list_evaluations(conn, run_id=run_id)]
+    checks = recorded_check_rows(evaluations.checks_for(conn, run.checkpoint_sha256)) if run.checkpoint_sha256 else []
     if plot is not None:
         plot_run(run, plot)
     if fmt == "json":
-        print_json({**run.to_dict(), "evaluations": evals})
+        print_json({**run.to_dict(), "evaluations": evals, "engine_checks": checks})
         return
     if fmt in ("csv", "nl"):
         emit(run.epochs, EPOCH_CSV, fmt)
@@ -648,6 +652,8 @@ def stats_cmd(
             note(IMAGENET_CAVEAT)
     if evals:
         emit(evals, EVAL_COLUMNS, "table", title=f"evaluations of run {run_id}")
+    if checks:
+        emit(checks, RECORDED_COLUMNS, "table", title="engine checks (agreement with torch fp32; 'dogbreed check')")
     if run.error:
         out.print(f"{run.status}: {safe(run.error)}", soft_wrap=True)
     if run.status in ("interrupted", "failed") and run.last_checkpoint_path:
