@@ -610,6 +610,14 @@ def bench_memory(work: Path, quick: bool) -> None:
     row("memory", f"  peak at {sizes[1]} / peak at {sizes[0]}", f"{peaks[1] / peaks[0]:.2f}x", "~1.0x (streams)")
 
 
+def bench_precision(work: Path, quick: bool) -> None:
+    """Training at bf16 against fp32 (bench/train_precision.py), as rows of this table."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train_precision import section_rows
+
+    section_rows(work / "precision", quick, row)
+
+
 SECTIONS = {
     "predict": bench_predict,
     "engines": bench_engines,
@@ -617,6 +625,7 @@ SECTIONS = {
     "upload": bench_upload,
     "list": bench_list,
     "train": bench_extractor,
+    "precision": bench_precision,
     "memory": bench_memory,
 }
 
