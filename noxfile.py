@@ -71,9 +71,13 @@ def demo(session: nox.Session) -> None:
     dogbreed("predict", "--pending")
     dogbreed("list", "--limit", "12")
     dogbreed("view", "1", "--output", f"{DEMO_HOME}/view-1.png")
+    dogbreed("eval", "--plot", f"{DEMO_HOME}/confusion.png")
     dogbreed("stats")
     dogbreed("stats", "--plot", f"{DEMO_HOME}/curves.png")
-    session.log(f"figures: {DEMO_HOME}/view-1.png, {DEMO_HOME}/curves.png; store: {DEMO_HOME}/dogbreed.db")
+    session.log(
+        f"figures: {DEMO_HOME}/view-1.png, {DEMO_HOME}/curves.png, {DEMO_HOME}/confusion.png; "
+        f"store: {DEMO_HOME}/dogbreed.db"
+    )
 
 
 @nox.session
