@@ -25,6 +25,7 @@ from dogbreed.engines import Choice, Engine, load_engine
 from dogbreed.engines import cpu as cpu_features
 from dogbreed.errors import DogbreedError
 from dogbreed.sources import ModelSource
+from dogbreed.store.db import database_path
 
 NO_IMAGES_HINT = (
     "no held-out images to check on: pass --dataset DIR (a Stanford-layout dataset) or store photos with "
@@ -156,10 +157,6 @@ def _store_images(conn: sqlite3.Connection, limit: int) -> tuple[list[tuple[int,
     return labelled, unlabelled
 
 
-def _db_path(conn: sqlite3.Connection) -> Path:
-    return Path(conn.execute("PRAGMA database_list").fetchone()[2])
-
-
 def export_images(
     conn: sqlite3.Connection, source: ModelSource, dataset: Path | None, n_check: int, n_calibration: int = 0
 ) -> tuple[ImageSet | None, ImageSet | None]:
@@ -177,7 +174,7 @@ def export_images(
     ordered = [(i, w) for i, w in labelled] + [(i, None) for i in unlabelled]
     held_items, rest = ordered[:n_held], ordered[n_held:]
     why = f"the dataset {found.root} has no test images" if found is not None else "no dataset found for this model"
-    db = _db_path(conn)
+    db = database_path(conn)
     held = ImageSet(
         f"{len(held_items)} stored images ({sum(w is not None for _, w in held_items)} labelled; {why})",
         [i for i, _ in held_items],

@@ -60,6 +60,11 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def database_path(conn: sqlite3.Connection) -> Path:
+    """The file a connection is open on."""
+    return Path(conn.execute("PRAGMA database_list").fetchone()[2])
+
+
 @contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction: the only way anything in dogbreed changes the store."""
