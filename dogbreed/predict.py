@@ -343,7 +343,12 @@ def _drain(
         while todo and len(in_flight) < depth:
             claimed = job_rows.claim(conn, todo.popleft(), choice.device, choice.engine, choice.precision)
             if claimed:
-                in_flight[pool.submit(run_batch, claimed)] = claimed
+                try:
+                    fut = pool.submit(run_batch, claimed)
+                except BrokenProcessPool as exc:  # a worker died between two batches: these jobs go back too
+                    fut = Future()
+                    fut.set_exception(exc)
+                in_flight[fut] = claimed
         if not in_flight:
             return
         finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)

@@ -227,3 +227,37 @@ def test_view_title_colour_says_whether_the_prediction_matches():
     assert title_color("n02088364", "n02088364") == "green"
     assert title_color("n02088364", "n02099601") == "red"
     assert title_color("n02088364", None) == "black"
+
+
+def test_jobs_claimed_when_the_pool_is_already_broken_go_back_to_the_caller(cli, uploaded, checkpoint):
+    """A worker that dies between two batches breaks the pool before the next submit: the jobs just claimed must
+    be handed back (released and retried), not left 'running'."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from dogbreed import engines, predict, sources
+    from dogbreed.store import jobs, open_store
+
+    uploaded(4)
+    conn = open_store(cli.db)
+    source = sources.from_checkpoint(checkpoint)
+    choice = engines.Choice("torch", "fp32", "cpu")
+    job_ids = jobs.plan(conn, None, source.identity, only_missing=False)
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    pid = pool.submit(os.getpid).result()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 30
+    while time.time() < deadline:  # wait until the pool knows its worker is gone
+        try:
+            pool.submit(os.getpid).result()
+        except BrokenProcessPool:
+            break
+    in_flight: dict = {}
+    with pytest.raises(BrokenProcessPool):
+        predict._drain(pool, conn, choice, deque([job_ids[:2], job_ids[2:]]), in_flight, 2, lambda r: None)
+    held = sorted(j for claimed in in_flight.values() for j, _ in claimed)
+    running = sorted(r[0] for r in conn.execute("SELECT id FROM jobs WHERE status = 'running'"))
+    assert held and held == running  # every claimed job is known to the caller, which requeues it
+    pool.shutdown(wait=False)
