@@ -255,3 +255,25 @@ def test_running_jobs_of_a_dead_process_read_as_abandoned(tmp_path):
     assert jobs.status_counts(conn)["abandoned"] == 2
     assert len(jobs.list_jobs(conn, status="abandoned")) == 2
     assert jobs.queued_ids(conn, "k") == job_ids  # the next run takes them over
+
+
+def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
+    """Several commands started together on a fresh store: the loser of the switch to WAL waits, never fails
+    with "database is locked"."""
+    import subprocess
+    import sys
+
+    code = "import sys\nfrom dogbreed.store import open_store\nopen_store(sys.argv[1]).close()"
+    for round_ in range(40):
+        db = tmp_path / f"s{round_}.db"
+        procs = [
+            subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err
+        conn = store_db.connect(db)
+        assert store_db.schema_version(conn) == LATEST_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()

@@ -43,9 +43,26 @@ def configure(conn: sqlite3.Connection) -> sqlite3.Connection:
     """Settings every connection needs: waits instead of "database is locked", cascading deletes, WAL."""
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA journal_mode = WAL")
+    _enable_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL. Two processes creating one store can race here: SQLite answers the loser's switch with an
+    immediate "database is locked" (a lock upgrade that the busy timeout does not cover), so retry until the
+    winner is done."""
+    import time
+
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
