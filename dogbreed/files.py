@@ -71,11 +71,15 @@ def _file_kind(mode: int) -> str:
     return "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special"
 
 
-def _write_problem(exc: OSError) -> str:
+def write_problem(exc: OSError, where: str = "") -> str:
+    """What went wrong with a write, for a one-line error; ``where`` names a setting that moves the folder."""
+    hint = f"; choose a folder you can write to{where}"
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return "the disk is full"
+        return "the disk is full; free some space and try again"
     if exc.errno == errno.EROFS:
-        return "the file system is read-only"
+        return "the file system is read-only" + hint
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied" + hint
     if exc.errno in (errno.EEXIST, errno.ENOTDIR):
         return "part of the path is a file, not a folder"
     return exc.strerror or str(exc)
@@ -104,7 +108,7 @@ def write_regular_file(path: Path, data: bytes) -> Path:
         os.replace(tmp, target)
         tmp = None
     except OSError as exc:
-        raise NotWritable(f"cannot write {path}: {_write_problem(exc)}") from None
+        raise NotWritable(f"cannot write {path}: {write_problem(exc)}") from None
     finally:
         if tmp is not None:
             try:

@@ -6,7 +6,6 @@ Used by the torch engine, training, evaluation and export. Ready ImageNet models
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import platform
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from dogbreed.errors import DogbreedError
-from dogbreed.files import file_sha256
+from dogbreed.files import file_sha256, write_problem
 from dogbreed.imaging import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Preprocessing
 
 ARCH_ALIASES = {"resnet": "resnet18", "efficientnet": "efficientnet_b0"}
@@ -27,6 +26,7 @@ MODES = ("extractor", "finetune")
 CHECKPOINT_FORMAT = "dogbreed-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: preprocessing (resize, interpolation) and the kept ImageNet classifier are recorded
 MAX_INPUT_SIZE = 1024  # larger inputs are a crafted checkpoint, not a real classifier
+CHECKPOINTS_HINT = " (DOGBREED_CHECKPOINTS for training)"  # where a write error says the folder can be moved
 
 
 # ---------------------------------------------------------------- devices
@@ -372,7 +372,7 @@ def atomic_torch_save(payload: Any, path: Path) -> None:
         cause = _os_error(exc)
         if cause is None:
             raise
-        raise DogbreedError(f"cannot write {path}: {_write_problem(cause)}") from None
+        raise DogbreedError(f"cannot write {path}: {write_problem(cause, CHECKPOINTS_HINT)}") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -385,16 +385,6 @@ def _os_error(exc: BaseException | None) -> OSError | None:
             return exc
         exc = exc.__cause__ or exc.__context__
     return None
-
-
-def _write_problem(exc: OSError) -> str:
-    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return "the disk is full; free some space and try again"
-    if exc.errno == errno.EROFS:
-        return "the file system is read-only; choose a writable folder (DOGBREED_CHECKPOINTS for training)"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied; choose a folder you can write to (DOGBREED_CHECKPOINTS for training)"
-    return exc.strerror or str(exc)
 
 
 def save_checkpoint(path: Path | str, model: Classifier, meta: CheckpointMeta, extra: dict | None = None) -> str:

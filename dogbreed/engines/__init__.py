@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -122,6 +123,16 @@ class Engine(ABC):
 
 def installed(name: str) -> bool:
     return importlib.util.find_spec(_LIBRARIES[name]) is not None
+
+
+def cpu_execution(n_jobs: int, batch_size: int, workers: int | None, threads: int | None, fork_ok: bool) -> Execution:
+    """The CPU plan both engines measured fastest here: one single-threaded worker per core (a single batch runs
+    in the calling process: starting a pool would cost more than the work), forked where ``fork_ok``."""
+    cores = os.cpu_count() or 1
+    if workers is None:
+        workers = 0 if n_jobs <= batch_size else min(cores, -(-n_jobs // batch_size))
+    per = threads if threads and threads > 0 else (max(1, cores // workers) if workers else cores)
+    return Execution(workers, per, workers > 0 and fork_ok and sys.platform.startswith("linux"))
 
 
 def engine_class(name: str) -> type[Engine]:

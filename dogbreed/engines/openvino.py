@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from dogbreed.engines import Choice, Engine, Execution, ModelSpec, Scores
+from dogbreed.engines import Choice, Engine, Execution, ModelSpec, Scores, cpu_execution
 from dogbreed.engines import cpu as cpu_features
 from dogbreed.engines.exported import META_KEY, ExportMeta
 from dogbreed.errors import DogbreedError
@@ -265,11 +264,7 @@ class OpenVinoEngine(Engine):
     def execution(
         cls, device: str, n_jobs: int, batch_size: int, workers: int | None, threads: int | None
     ) -> Execution:
-        cores = os.cpu_count() or 1
-        if workers is None:
-            workers = 0 if n_jobs <= batch_size else min(cores, -(-n_jobs // batch_size))
-        per = threads if threads and threads > 0 else (max(1, cores // workers) if workers else cores)
-        return Execution(workers, per, workers > 0 and sys.platform.startswith("linux"))
+        return cpu_execution(n_jobs, batch_size, workers, threads, fork_ok=True)
 
 
 ENGINE = OpenVinoEngine

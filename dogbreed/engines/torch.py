@@ -12,13 +12,12 @@ cross a fork, and OpenMP is only fork-safe when each worker keeps to one thread,
 from __future__ import annotations
 
 import os
-import sys
 from contextlib import nullcontext
 
 import numpy as np
 import torch
 
-from dogbreed.engines import Choice, Engine, Execution, ModelSpec, Scores
+from dogbreed.engines import Choice, Engine, Execution, ModelSpec, Scores, cpu_execution
 from dogbreed.engines import cpu as cpu_features
 from dogbreed.errors import DogbreedError
 from dogbreed.sources import ModelSource
@@ -112,15 +111,11 @@ class TorchEngine(Engine):
     def execution(
         cls, device: str, n_jobs: int, batch_size: int, workers: int | None, threads: int | None
     ) -> Execution:
-        cores = os.cpu_count() or 1
-        if workers is None:
-            if n_jobs <= batch_size or device != "cpu":
-                workers = 0  # one batch, or an accelerator: the calling process does it best
-            else:
-                workers = min(cores, -(-n_jobs // batch_size))
-        per = threads if threads and threads > 0 else (max(1, cores // workers) if workers else cores)
-        fork = workers > 0 and device == "cpu" and per == 1 and sys.platform.startswith("linux")
-        return Execution(workers, per, fork)
+        if device != "cpu":  # an accelerator: the calling process feeds it best
+            return Execution(workers or 0, threads or (os.cpu_count() or 1))
+        plan = cpu_execution(n_jobs, batch_size, workers, threads, fork_ok=True)
+        # OpenMP is only fork-safe when each worker keeps to one thread
+        return plan if plan.threads == 1 else Execution(plan.workers, plan.threads, False)
 
 
 ENGINE = TorchEngine
