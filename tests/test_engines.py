@@ -218,10 +218,14 @@ def test_engine_and_precision_mistakes_are_one_line_errors(cli, tiny, uploaded):
 
 
 def test_bf16_requested_on_a_cpu_without_it_runs_with_a_warning(cli, tiny, uploaded, monkeypatch):
+    """An explicit precision is honoured, with or without an explicit engine: no engine claims emulated bf16, so
+    auto falls back to torch and says why it will be slow."""
     uploaded(1)
     monkeypatch.setenv(cpu.ENV, "none")
-    result = cli("predict", "--all", "-c", tiny.checkpoint, "--precision", "bf16", "--engine", "torch")
-    assert "bf16 is emulated on this CPU and slower than fp32" in result.stderr
+    for engine in (["--engine", "torch"], []):
+        result = cli("predict", "--all", "-c", tiny.checkpoint, "--precision", "bf16", *engine)
+        assert "bf16 is emulated on this CPU and slower than fp32" in result.stderr
+        assert cli.json("show", 1)["predictions"][0]["precision"] == "bf16"
 
 
 def test_the_conversion_cache_keeps_only_the_most_recently_used(tmp_path):
@@ -245,4 +249,5 @@ def test_check_list_shows_what_was_recorded_for_the_model_and_its_exports(cli, t
     cli("export", tiny.checkpoint, "-o", tmp_path / "e.xml", "--dataset", tiny.dataset, "-n", "20")
     listed = cli.json("check", "-c", tiny.checkpoint, "--list")["checks"]
     assert listed and all(c["target"].startswith("export ") and c["n"] == 20 for c in listed)
-    assert all(c["auto"] == "no: checked on only 20 images (the guard needs 100)" for c in listed)
+    expected = "no: checked on only 20 images (the guard needs 100: check again with --dataset DIR)"
+    assert all(c["auto"] == expected for c in listed)

@@ -267,8 +267,7 @@ def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
     for round_ in range(40):
         db = tmp_path / f"s{round_}.db"
         procs = [
-            subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE, text=True)
-            for _ in range(4)
+            subprocess.Popen([sys.executable, "-c", code, str(db)], stderr=subprocess.PIPE, text=True) for _ in range(4)
         ]
         for p in procs:
             _, err = p.communicate(timeout=60)

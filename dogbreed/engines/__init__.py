@@ -222,6 +222,9 @@ def choose(
             passed_over.append(f"{label}: {hardware}")
             continue
         return Choice(eng, prec, dev, _note(source, label, why, guarded, precision, passed_over, unchecked), warning)
+    if engine == "auto" and precision != "auto" and installed("torch"):  # an explicit precision is honoured
+        forced = engine_class("torch").choose(source, dev, precision)
+        return Choice(forced.engine, forced.precision, forced.device, forced.note, warning or forced.warning)
     raise DogbreedError(f"no engine can run this model on {dev}: {'; '.join(passed_over)}")
 
 
@@ -244,7 +247,10 @@ def _note(
         text += "; not " + "; not ".join(passed_over)
     if unchecked:
         names = ", ".join(u.split(":")[0] for u in unchecked)
-        text += f"; {names} not checked yet: measure with '{check_hint(source)}'"
+        text += (
+            f"; {names} not checked yet: measure with '{check_hint(source)}' (on at least {guard.MIN_IMAGES} "
+            "held-out images; add --dataset DIR when the run's test split is smaller)"
+        )
     return text
 
 

@@ -50,7 +50,10 @@ def verdict(check: EngineCheck | None, precision: str) -> tuple[bool, str]:
         if check.accuracy is None or check.reference_accuracy is None or labelled == 0:
             return False, "its check had no labelled images, so no accuracy drop was measured"
         if labelled < MIN_IMAGES:
-            return False, f"its accuracy was measured on only {labelled} labelled images (the guard needs {MIN_IMAGES})"
+            return False, (
+                f"its accuracy was measured on only {labelled} labelled images "
+                f"(the guard needs {MIN_IMAGES}: check again with --dataset DIR)"
+            )
         drop = check.reference_accuracy - check.accuracy
         text = (
             f"top-1 {check.accuracy:.1%} vs {check.reference_accuracy:.1%} at fp32 on {labelled} labelled images "
@@ -58,7 +61,7 @@ def verdict(check: EngineCheck | None, precision: str) -> tuple[bool, str]:
         )
         return drop <= MAX_INT8_DROP + 1e-9, text if drop <= MAX_INT8_DROP + 1e-9 else f"{text}, over the 1-point guard"
     if check.n < MIN_IMAGES:
-        return False, f"checked on only {check.n} images (the guard needs {MIN_IMAGES})"
+        return False, f"checked on only {check.n} images (the guard needs {MIN_IMAGES}: check again with --dataset DIR)"
     text = f"{check.agreement:.1%} top-1 agreement with fp32 on {check.n} images"
     if check.agreement < MIN_AGREEMENT:
         return False, f"{text}, under the {MIN_AGREEMENT:.0%} guard"
