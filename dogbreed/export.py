@@ -175,13 +175,13 @@ def default_output(source: ModelSource, fmt: str, int8: bool) -> Path:
 
 
 def output_path(request: ExportRequest) -> Path:
-    """Where the export goes: ``--output`` (a file with the format's suffix, or a folder), else under
-    ``$DOGBREED_HOME/exports``."""
+    """Where the export goes: ``--output`` (a file with the format's suffix, or a folder: an existing one, or a
+    name without a suffix, made when missing), else under ``$DOGBREED_HOME/exports``."""
     fmt = request.format
     if request.output is None:
         return default_output(request.source, fmt, request.int8)
     out = Path(request.output).expanduser()
-    if out.is_dir():
+    if out.is_dir() or not out.suffix:
         return out / default_output(request.source, fmt, request.int8).name
     suffix = out.suffix.lower()
     if suffix in SUFFIXES.values() and suffix != SUFFIXES[fmt]:

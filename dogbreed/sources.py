@@ -216,4 +216,15 @@ def resolve(
             return from_run(conn, best[0], reason=best[1])
     from dogbreed.zoo import DEFAULT_READY
 
-    return _with_reason(from_ready(DEFAULT_READY), "no trained model yet: the default ready ImageNet model")
+    return _with_reason(from_ready(DEFAULT_READY), f"{_why_no_run(conn)}: the default ready ImageNet model")
+
+
+def _why_no_run(conn: sqlite3.Connection | None) -> str:
+    """Why no trained run is the default: none finished, or their checkpoints were moved or deleted (said, so a
+    user whose model vanished is not told they never trained one)."""
+    runs = run_rows.finished_with_checkpoint(conn) if conn is not None else []
+    gone = [r for r in runs if not Path(r.checkpoint_path).is_file()]
+    if not gone:
+        return "no trained model yet"
+    more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
+    return f"the checkpoint of finished run {gone[0].id} is missing ({gone[0].checkpoint_path}){more}"

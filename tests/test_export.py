@@ -106,6 +106,13 @@ def test_a_ready_model_export_keeps_the_dog_probability(cli, home, golden_weight
             assert result["top"][0]["breed"] == breed
 
 
+def test_an_output_without_a_suffix_is_a_folder_made_when_missing(cli, tiny, tmp_path):
+    out = cli.json("export", tiny.checkpoint, "-o", tmp_path / "new" / "exports", "--no-check")
+    written = sorted(Path(f) for f in out["files"])
+    assert [f.suffix for f in written] == [".bin", ".xml"] and all(f.is_file() for f in written)
+    assert {f.parent for f in written} == {tmp_path / "new" / "exports"}
+
+
 def test_export_mistakes_are_one_line_errors(cli, tiny, tmp_path):
     def error(*args: str) -> str:
         result = cli(*args, expect=1)

@@ -67,6 +67,9 @@ def test_predict_uses_the_new_checkpoint_by_default_and_agrees_with_training(cli
     summary = cli.json("stats")["store"]
     assert summary["scored"] == len(files)
     assert summary["accuracy"] == pytest.approx(report["accuracy"], abs=1e-9)
+    Path(out["checkpoint"]).unlink()  # moved away: the default says so instead of "no trained model yet"
+    reason = cli.json("models")["default"]["reason"]
+    assert f"the checkpoint of finished run {trained['run_id']} is missing ({out['checkpoint']})" in reason
 
 
 def test_checkpoint_round_trips_with_classes_and_metrics(cli, trained):

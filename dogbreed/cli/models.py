@@ -331,7 +331,7 @@ def check_cmd(
 ) -> None:
     """Measure how often the faster engines and precisions agree with the fp32 model, and record it.
 
-    Runs the held-out images (the run's test split, --dataset's, or stored images) through the fp32 torch model
+    Runs the held-out images (--dataset's test split, the run's, or stored images) through the fp32 torch model
     and through every faster option this machine has (OpenVINO f32/bf16, torch bf16 where the CPU has native bf16;
     fp16/bf16 on a CUDA GPU). predict's auto then picks the fastest one with at least 99% agreement.
     """

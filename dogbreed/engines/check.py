@@ -1,10 +1,10 @@
 """Measure what a faster engine, a reduced precision or an export costs in accuracy, and record it: the numbers
 the accuracy guard (``engines.guard``) reads.
 
-Held-out images, in order of preference: the test split of the model's training run (its own dataset, seed and
-split rules), the test split of ``--dataset``, the test split of the default dataset (ready models), else images
-from the store (labelled ones first, since only they give accuracies). int8 calibration uses the matching
-training split, or other stored images, never the held-out ones.
+Held-out images, in order of preference: the test split of ``--dataset`` (the user asked for it), the test split
+of the model's training run (its own dataset, seed and split rules), the test split of the default dataset (ready
+models), else images from the store (labelled ones first, since only they give accuracies). int8 calibration uses
+the matching training split, or other stored images, never the held-out ones.
 
 Each image is decoded once and run through the fp32 torch reference and every candidate.
 """
