@@ -81,11 +81,16 @@ def expand_paths(args: Iterable[str]) -> tuple[list[Path], list[UploadResult]]:
             refused.append(UploadResult(printable(arg), "refused", f"cannot read: {exc.strerror}"))
             continue
         if is_dir:
+            found, errors = 0, len(refused)
             for root, dirs, names in os.walk(path, onerror=walk_error):  # never follows folder links: no loops
                 dirs.sort()
                 for name in sorted(names):
                     if Path(name).suffix.lower() in imaging.IMAGE_SUFFIXES and not name.startswith("."):
+                        found += 1
                         add(Path(root) / name)
+            if not found and len(refused) == errors:  # an unreadable folder already has its refusal
+                why = "no pictures found in this folder or below it (looked for .jpg, .png, .webp, .heic, ...)"
+                refused.append(UploadResult(printable(arg), "refused", why))
         elif exists:
             add(path)  # judged by its content when read: a FIFO or a device is refused then
         elif glob.has_magic(arg):
@@ -163,9 +168,18 @@ def upload(
                 continue
             done = next(inserted)
             note = "ground truth added to the stored image" if done.labelled else None
-            results.append((printable(str(path)), "new" if done.created else "duplicate", note, done.image_id))
+            status = "new" if done.created else "duplicate"
+            results.append((printable(str(path)), status, note, done.image_id, item.ground_truth))
         records = image_rows.get_images(conn, [r[3] for r in results if isinstance(r, tuple)])
         for r in results:
             if isinstance(r, tuple):
-                r = UploadResult(r[0], r[1], r[2], records.get(r[3]))
+                record = records.get(r[3])
+                r = UploadResult(r[0], r[1], r[2] or _label_kept(record, r[4]), record)
             yield r
+
+
+def _label_kept(stored: image_rows.ImageRecord | None, asked: str | None) -> str | None:
+    """A duplicate uploaded with another breed keeps its first label: say so rather than seem to relabel it."""
+    if stored is None or asked is None or stored.ground_truth in (None, asked):
+        return None
+    return f"already labelled {display_name(stored.ground_truth)}; kept (delete it and upload again to change it)"

@@ -35,6 +35,7 @@ def test_list_show_delete_roundtrip(cli, tmp_path):
 
     assert cli.json("delete", ids[0]) == {"deleted": [ids[0]], "missing": []}
     assert [r["id"] for r in cli.json("list")] == ids[1:]
+    assert cli("delete", ids[1], "-q").output.strip() == "1 deleted"
 
 
 def test_missing_ids_are_one_line_errors(cli, tmp_path):

@@ -38,6 +38,34 @@ def test_refusals_print_one_line_each_and_exit_nonzero(cli, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_quiet_still_names_the_refused_files(cli, tmp_path):
+    write(tmp_path / "pics" / "good.jpg", jpeg_bytes(seed=4))
+    write(tmp_path / "pics" / "notes.jpg", b"hello")
+    result = cli("upload", tmp_path / "pics", "-q", expect=1)
+    assert "notes.jpg" in result.output and "not a recognised image" in result.output
+    assert "good.jpg" not in result.output and "1 new, 0 duplicate, 1 refused" in result.output
+
+
+def test_a_folder_without_pictures_is_a_refusal_not_a_silent_success(cli, tmp_path):
+    write(tmp_path / "docs" / "readme.txt", b"no pictures here")
+    (tmp_path / "empty").mkdir()
+    out = cli.json("upload", tmp_path / "docs", tmp_path / "empty", expect=1)
+    assert [r["status"] for r in out["results"]] == ["refused", "refused"]
+    assert all("no pictures found" in r["reason"] for r in out["results"])
+    again = cli.json("upload", tmp_path / "empty", tmp_path / "docs", write(tmp_path / "a.jpg", jpeg_bytes()), expect=1)
+    assert again["summary"] == {"new": 1, "duplicate": 0, "refused": 2}
+
+
+def test_a_duplicate_with_another_breed_keeps_its_label_and_says_so(cli, tmp_path):
+    photo = write(tmp_path / "a.jpg", jpeg_bytes(seed=8))
+    cli("upload", photo, "-g", "beagle")
+    (row,) = cli.json("upload", photo, "-g", "pug")["results"]
+    assert row["status"] == "duplicate" and row["ground_truth_name"] == "Beagle"
+    assert row["reason"].startswith("already labelled Beagle; kept")
+    (same,) = cli.json("upload", photo, "-g", "beagle")["results"]
+    assert same["reason"] is None
+
+
 def test_explicit_files_are_judged_by_content_not_extension(cli, tmp_path):
     odd = write(tmp_path / "photo.dat", jpeg_bytes(seed=3))
     rows = cli.json("upload", odd)["results"]

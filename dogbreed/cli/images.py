@@ -110,17 +110,18 @@ def upload_cmd(
     if filename and len(files) != 1:
         raise DogbreedError(f"--filename needs exactly one file, got {len(files)}")
     conn = open_db(ctx)
-    lines = fmt == "table" and not quiet
-    if lines:
-        for result in results:  # arguments that named nothing
+    def report(result: Any) -> None:  # --quiet keeps the refusals: the lines a user has to act on
+        if fmt == "table" and (not quiet or result.status == "refused"):
             print_upload_line(result)
+
+    for result in results:  # arguments that named nothing
+        report(result)
     with Progress(console=err, transient=True, disable=fmt != "table" or len(files) < 20) as progress:
         task = progress.add_task("uploading", total=len(files))
         for result in upload(conn, files, ground_truth=breed, label_from_folder=label_from_folder, filename=filename):
             results.append(result)
             progress.advance(task)
-            if lines:
-                print_upload_line(result)
+            report(result)
     counts = {s: sum(r.status == s for r in results) for s in ("new", "duplicate", "refused")}
     if fmt == "json":
         print_json({"results": [r.to_dict() for r in results], "summary": counts})
@@ -251,6 +252,7 @@ def print_prediction(pred: Any, k: int) -> None:
 def delete_cmd(
     ctx: typer.Context,
     image_ids: list[int] = typer.Argument(..., metavar="ID...", min=0, max=MAX_ID, help="Image ids to delete."),
+    quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete images with their bytes, predictions and jobs."""
@@ -261,6 +263,8 @@ def delete_cmd(
     missing = [i for i in image_ids if i not in deleted]
     if as_json:
         print_json({"deleted": deleted, "missing": missing})
+    elif quiet:
+        out.print(f"{len(deleted)} deleted")
     else:
         for image_id in deleted:
             out.print(f"deleted image {image_id}")
