@@ -80,8 +80,9 @@ class Model:
         prep = self.engine.spec.preprocessing
         results: list[Prediction | None] = [None] * len(batch)
         arrays: list[tuple[int, Any]] = []
+        labels = [_label(item) for item in batch]
         for i, item in enumerate(batch):
-            label = str(item) if isinstance(item, (str, Path)) else "<bytes>" if isinstance(item, bytes) else "<image>"
+            label = labels[i]
             try:
                 if hasattr(item, "convert"):  # a PIL image: it skips decoding, not the rest of the pipeline
                     arrays.append((i, normalise(center_crop(item.convert("RGB"), prep), prep)))
@@ -95,9 +96,12 @@ class Model:
             for row, (i, _) in enumerate(chunk):
                 probs = breed_probs(self.engine.spec.classes, scores.probs[row])
                 dog = float(scores.dog[row]) if scores.dog is not None else None
-                label = str(batch[i]) if isinstance(batch[i], (str, Path)) else "<bytes>"
-                results[i] = Prediction(label, rank(probs, top_k), dog, self.name)
+                results[i] = Prediction(labels[i], rank(probs, top_k), dog, self.name)
         return [r for r in results if r is not None]
+
+
+def _label(item: Any) -> str:
+    return str(item) if isinstance(item, (str, Path)) else "<bytes>" if isinstance(item, bytes) else "<image>"
 
 
 def _read(item: str | Path | bytes) -> bytes:

@@ -85,8 +85,8 @@ def scan(root: Path) -> DatasetIndex:
     images = Path(root) / "Images"
     if not images.is_dir():
         raise DogbreedError(
-            f"no Images/ folder in {root}; fetch the dataset with 'dogbreed dataset download --dir {root}' "
-            "or pass --dataset DIR"
+            f"no Images/ folder in {root}; fetch the dataset with 'dogbreed dataset download --dataset {root}' "
+            "or point --dataset at a Stanford-layout folder"
         )
     folders = sorted(p for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
     breeds: list[tuple[Breed, Path]] = []

@@ -193,7 +193,10 @@ def init_worker(source: ModelSource, choice: Choice, db_path: str, threads: int,
     """Pool initializer: load the engine once per worker process (or adopt the one inherited from the parent)."""
     from dogbreed.store import connect
 
-    if parent_pid is not None:
+    if parent_pid is not None:  # a pool process
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no traceback per worker
         _exit_with_parent(parent_pid)
     if _PRELOADED.get("key") == (source.key, choice):
         engine = _PRELOADED["engine"]

@@ -12,6 +12,7 @@ Light module: no torch import (predict on OpenVINO needs none).
 from __future__ import annotations
 
 import json
+import shlex
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +47,15 @@ class ModelSource:
     def path(self) -> Path:
         return Path(self.weights_file or self.ref)
 
+    def as_options(self) -> str:
+        """The command-line options that name this model again (for the hints that print a command to run)."""
+        if self.run_id is not None:
+            return f"--run {self.run_id}"
+        if self.kind != "ready":
+            return f"--checkpoint {shlex.quote(self.ref)}"
+        weights = f" --weights {shlex.quote(self.weights_file)}" if self.weights_file else ""
+        return f"--model {self.arch}{weights}"
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
@@ -54,9 +64,9 @@ class ModelSource:
         return cls(**json.loads(text))
 
 
-def _regular_file(path: Path, what: str) -> Path:
+def _regular_file(path: Path, what: str, make_one: str) -> Path:
     if not path.exists():
-        raise DogbreedError(f"{what} {path} does not exist; train one with 'dogbreed train' or check the path")
+        raise DogbreedError(f"{what} {path} does not exist; check the path or {make_one}")
     if path.is_dir():
         raise DogbreedError(f"{what} {path} is a folder; pass the model file inside it")
     if not path.is_file():
@@ -66,7 +76,7 @@ def _regular_file(path: Path, what: str) -> Path:
 
 def from_checkpoint(path: Path | str, run_id: int | None = None, reason: str = "") -> ModelSource:
     """A dogbreed checkpoint, or an exported model (ONNX, OpenVINO IR) that carries its own description."""
-    path = _regular_file(Path(path), "checkpoint")
+    path = _regular_file(Path(path), "checkpoint", "train one with 'dogbreed train'")
     kind = "export" if path.suffix.lower() in EXPORT_SUFFIXES else "checkpoint"
     key = _export_key(path) if kind == "export" else file_sha256(path)
     return ModelSource(kind, str(path), key, path.name, run_id=run_id, reason=reason)
@@ -89,7 +99,9 @@ def from_ready(arch: str, weights: str | None = None, weights_file: Path | str |
     arch = resolve_arch(arch)
     info = zoo.describe(arch, weights)
     if weights_file is not None:
-        path = _regular_file(Path(weights_file), "weights file")
+        path = _regular_file(
+            Path(weights_file), "weights file", "drop --weights to download the published ones (needs internet)"
+        )
         return ModelSource(
             "ready", str(path), file_sha256(path), f"{arch} (ImageNet, {path.name})", arch, info.weights, str(path)
         )

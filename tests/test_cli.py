@@ -304,6 +304,7 @@ def test_python_api_store_round_trip(home, tmp_path, golden_weights):
 
     results = model.predict([tmp_path / "a.jpg", b"not an image", Image.new("RGB", (40, 30))], top_k=2)
     assert [r.breed for r in results] == ["Golden retriever", None, "Golden retriever"]
+    assert [r.source for r in results] == [str(tmp_path / "a.jpg"), "<bytes>", "<image>"]
     assert results[1].error and "not a recognised image format" in results[1].error
     assert results[0].is_dog is True and len(results[0].top) == 2
 

@@ -1419,6 +1419,34 @@ def test_images_deleted_while_predict_runs_are_dropped_and_the_rest_finish(many_
         assert left == 0 and unpredicted == 0
 
 
+def test_ctrl_c_during_predict_stores_what_is_done_and_says_how_to_finish(many_uploaded, slow_checkpoint):
+    """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: the workers leave it to the parent, which
+    hands its claimed jobs back, says what finishes them and exits 130; --pending then finishes exactly those."""
+    db = many_uploaded
+    cmd = [sys.executable, "-m", "dogbreed", "predict", "--all", "-c", str(slow_checkpoint), "-b", "2", "-w", "2", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    conn = sqlite3.connect(db, timeout=60)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'done'").fetchone()[0] >= 4:
+            break
+        time.sleep(0.01)
+    conn.close()
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err and "KeyboardInterrupt" not in out + err
+    assert f"'dogbreed predict --pending --checkpoint {slow_checkpoint.resolve()}' finishes them" in err
+    store_intact(db)
+    check = sqlite3.connect(db)
+    statuses = dict(check.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+    check.close()
+    assert "running" not in statuses and statuses.get("queued", 0) > 0 and statuses["done"] >= 4, statuses
+    finish = dogbreed("predict", "--pending", "-c", slow_checkpoint, "-q", "--json", timeout=180)
+    assert finish.returncode == 0 and json.loads(finish.stdout)["done"] == statuses["queued"], finish.stderr
+
+
 def test_a_killed_pool_worker_is_replaced_and_the_run_finishes(many_uploaded, slow_checkpoint):
     db = many_uploaded
     cmd = [sys.executable, "-m", "dogbreed", "predict", "--all", "-c", str(slow_checkpoint), "-b", "2", "-w", "2", "-q"]

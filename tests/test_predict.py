@@ -50,6 +50,7 @@ def test_corrupt_stored_image_fails_alone(cli, uploaded, checkpoint):
     failed = [r for r in out["results"] if r["status"] == "failed"]
     assert failed[0]["image_id"] == ids[2] and "not a recognised image" in failed[0]["error"]
     assert cli.json("tasks", "--status", "failed")[0]["image_id"] == ids[2]
+    assert "no running jobs" in cli("tasks", "--status", "running").output
 
 
 def test_pending_skips_done_images_and_all_replaces_them(cli, uploaded, checkpoint):
@@ -167,7 +168,7 @@ def test_background_queues_jobs_and_a_detached_worker_runs_them(cli, uploaded, c
     assert "no job with id 999" in cli("tasks", 999, expect=1).output
 
 
-def test_view_writes_a_png_of_the_expected_size(cli, uploaded, checkpoint, tmp_path):
+def test_view_writes_a_png_of_the_expected_size(cli, uploaded, checkpoint, tmp_path, golden_weights):
     from PIL import Image
 
     from dogbreed.viz import VIEW_DPI, VIEW_SIZE_INCHES
@@ -182,6 +183,8 @@ def test_view_writes_a_png_of_the_expected_size(cli, uploaded, checkpoint, tmp_p
         assert img.format == "PNG"
         assert img.size == (VIEW_SIZE_INCHES[0] * VIEW_DPI, VIEW_SIZE_INCHES[1] * VIEW_DPI)
     assert "no image with id 77" in cli("view", 77, expect=1).output
+    other = cli("view", ids[0], "--model", "resnet18", "--weights", golden_weights, expect=1).stderr
+    assert f"run 'dogbreed predict --id {ids[0]} --model resnet18 --weights {golden_weights.resolve()}' first" in other
 
 
 def test_a_worker_loads_the_model_once_not_per_batch(cli, uploaded, checkpoint, monkeypatch):

@@ -110,6 +110,7 @@ def upload_cmd(
     if filename and len(files) != 1:
         raise DogbreedError(f"--filename needs exactly one file, got {len(files)}")
     conn = open_db(ctx)
+
     def report(result: Any) -> None:  # --quiet keeps the refusals: the lines a user has to act on
         if fmt == "table" and (not quiet or result.status == "refused"):
             print_upload_line(result)

@@ -183,7 +183,17 @@ def predict_cmd(
             rate = (done + failed) / max(time.perf_counter() - state["t0"], 1e-9)
             bar.update(state["task"], completed=done + failed, rate=f"{rate:.1f} img/s")
 
-        outcome = predict.run(db_path(ctx), request, on_progress=on_progress, on_start=on_start)
+        try:
+            outcome = predict.run(db_path(ctx), request, on_progress=on_progress, on_start=on_start)
+        except KeyboardInterrupt:
+            again = "" if source.reason else f" {source.as_options()}"
+            err.print(
+                "interrupted: the predictions made so far are stored; the rest stay queued: "
+                f"'dogbreed predict --pending{again}' finishes them",
+                soft_wrap=True,
+                markup=False,
+            )
+            raise typer.Exit(130) from None
     refused = [u for u in outcome.uploads if u.status == "refused"]
     if background:
         _print_background(outcome, fmt)
@@ -315,7 +325,8 @@ def tasks_cmd(
     rows = [j.to_dict() for j in jobs.list_jobs(conn, status=status, limit=limit)]
     counts = jobs.status_counts(conn)
     title = "jobs: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-    emit(rows, TASK_COLUMNS, fmt, title=title, empty="no jobs yet: 'dogbreed predict' makes them")
+    empty = f"no {status} jobs" if status and any(counts.values()) else "no jobs yet: 'dogbreed predict' makes them"
+    emit(rows, TASK_COLUMNS, fmt, title=title, empty=empty)
 
 
 # ---------------------------------------------------------------- view
@@ -359,7 +370,7 @@ def view_cmd(
         if not chosen:
             raise DogbreedError(
                 f"image {image_id} has no prediction from {source.name}; run "
-                f"'dogbreed predict --id {image_id}' with that model first"
+                f"'dogbreed predict --id {image_id} {source.as_options()}' first"
             )
         pred = chosen[0]
     target = output or Path(f"view-{image_id}.png")

@@ -147,13 +147,7 @@ def engine_class(name: str) -> type[Engine]:
 
 def check_hint(source: ModelSource) -> str:
     """The command that measures the checks auto needs for ``source``."""
-    if source.run_id is not None:
-        return f"dogbreed check --run {source.run_id}"
-    if source.kind == "ready" and not source.weights_file:
-        return f"dogbreed check --model {source.arch}"
-    if source.kind == "ready":
-        return f"dogbreed check --model {source.arch} --weights {source.weights_file}"
-    return f"dogbreed check --checkpoint {source.ref}"
+    return f"dogbreed check {source.as_options()}"
 
 
 def resolve_device(device: str, engine: str) -> tuple[str, str | None]:
