@@ -251,3 +251,7 @@ def test_check_list_shows_what_was_recorded_for_the_model_and_its_exports(cli, t
     assert listed and all(c["target"].startswith("export ") and c["n"] == 20 for c in listed)
     expected = "no: checked on only 20 images (the guard needs 100: check again with --dataset DIR)"
     assert all(c["auto"] == expected for c in listed)
+    csv_lines = cli("check", "-c", tiny.checkpoint, "--list", "--csv").stdout.splitlines()
+    assert len(csv_lines) == len(listed) + 1 and "auto" in csv_lines[0].split(",")
+    nl = [json.loads(line) for line in cli("check", "-c", tiny.checkpoint, "--list", "--nl").stdout.splitlines()]
+    assert [c["target"] for c in nl] == [c["target"] for c in listed]

@@ -125,5 +125,6 @@ def test_pinning_the_default_model(cli, tmp_path, golden_weights, checkpoint):
     cli("models", "--default", str(checkpoint), "--json")
     out = cli.json("predict", "--all")
     assert out["model"] == checkpoint.name and "pinned" in out["reason"]
+    assert "--weights goes with --default ARCH" in cli("models", "--weights", golden_weights, expect=1).stderr
     listing = cli.json("models", "--default", "auto")
     assert listing["default"]["kind"] == "ready" and listing["default"]["model"].startswith("resnet50")

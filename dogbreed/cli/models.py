@@ -77,13 +77,16 @@ def models_cmd(
     from dogbreed import sources, zoo
 
     fmt = output_format(as_json, as_csv, as_nl)
+    names_a_file = default is not None and (bool(Path(default).suffix) or "/" in default)
+    if weights is not None and (default in (None, "auto") or default.startswith("run:") or names_a_file):
+        raise DogbreedError("--weights goes with --default ARCH (the ready model those ImageNet weights are for)")
     conn = open_db(ctx)
     if default is not None:
         if default == "auto":
             sources.pin(conn, None)
         elif default.startswith("run:") and default[4:].isdigit():
             sources.pin(conn, sources.from_run(conn, int(default[4:])))
-        elif Path(default).suffix or "/" in default:
+        elif names_a_file:
             sources.pin(conn, sources.from_checkpoint(default))
         else:
             sources.pin(conn, sources.from_ready(default, weights_file=weights))
@@ -328,6 +331,8 @@ def check_cmd(
     listing: bool = typer.Option(False, "--list", help="Only list the checks recorded for this model and its exports."),
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+    as_nl: NlOpt = False,
 ) -> None:
     """Measure how often the faster engines and precisions agree with the fp32 model, and record it.
 
@@ -337,7 +342,7 @@ def check_cmd(
     """
     from dogbreed.engines import check, resolve_device
 
-    fmt_out = output_format(as_json)
+    fmt_out = output_format(as_json, as_csv, as_nl)
     conn = open_db(ctx)
     source = _source_from(conn, what, checkpoint, model, weights, run)
     if listing:
@@ -361,4 +366,4 @@ def check_cmd(
     if fmt_out == "json":
         print_json({"model": source.name, "model_key": source.key, "data": images.description, "checks": rows})
         return
-    emit(rows, CHECK_COLUMNS, "table", title=f"{clean(source.name)}: agreement with fp32 on {images.description}")
+    emit(rows, CHECK_COLUMNS, fmt_out, title=f"{clean(source.name)}: agreement with fp32 on {images.description}")

@@ -180,7 +180,7 @@ def train_cmd(
     epochs: int = typer.Option(10, "--epochs", "-e", min=1, max=10_000, help="Epochs."),
     batch_size: BatchSizeOpt = 64,
     batch_old: int | None = typer.Option(None, "--batch", min=2, max=4096, hidden=True, help="Old --batch-size."),
-    lr: float = typer.Option(1e-3, "--lr", min=0.0, help="Learning rate (AdamW, cosine schedule)."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate, > 0 (AdamW, cosine schedule)."),
     image_size: int | None = typer.Option(
         None, "--image-size", min=16, max=1024, help="Input size in pixels (default: the architecture's own)."
     ),
