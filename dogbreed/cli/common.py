@@ -165,6 +165,11 @@ def emit(
         for row in rows:
             writer.writerow([_csv_value(row.get(c.key)) for c in columns])
         return
+    if not rows and empty:  # an empty table's frame says nothing the message does not
+        if title:
+            out.print(safe(title))
+        out.print(safe(empty))
+        return
     table = Table(title=title)
     for c in columns:
         table.add_column(c.header, justify=c.justify, overflow="fold" if c.fold else "ellipsis")
@@ -173,8 +178,6 @@ def emit(
             *(Text(clean(c.render(row[c.key])) if row.get(c.key) is not None else c.missing) for c in columns)
         )
     out.print(table)
-    if not rows and empty:
-        out.print(safe(empty))
 
 
 def _csv_value(value: Any) -> str:
