@@ -242,8 +242,8 @@ def _note(
     if unchecked:
         names = ", ".join(u.split(":")[0] for u in unchecked)
         text += (
-            f"; {names} not checked yet: measure with '{check_hint(source)}' (on at least {guard.MIN_IMAGES} "
-            "held-out images; add --dataset DIR when the run's test split is smaller)"
+            f"; {names} not checked yet: measure with '{check_hint(source)}' (it needs at least "
+            f"{guard.MIN_IMAGES} held-out images; --dataset DIR supplies them)"
         )
     return text
 
