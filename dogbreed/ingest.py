@@ -160,22 +160,17 @@ def upload(
             prepare(p, ground_truth=ground_truth, label_from_folder=label_from_folder, filename=filename) for p in batch
         ]
         ready = [p for p in prepared if isinstance(p, image_rows.NewImage)]
-        inserted = iter(image_rows.insert_images(conn, ready)) if ready else iter(())
-        results = []
+        inserted = image_rows.insert_images(conn, ready) if ready else []
+        records = image_rows.get_images(conn, [done.image_id for done in inserted])
+        stored = iter(inserted)  # in the order of ``ready``
         for path, item in zip(batch, prepared):
             if isinstance(item, UploadResult):
-                results.append(item)
+                yield item
                 continue
-            done = next(inserted)
-            note = "ground truth added to the stored image" if done.labelled else None
-            status = "new" if done.created else "duplicate"
-            results.append((printable(str(path)), status, note, done.image_id, item.ground_truth))
-        records = image_rows.get_images(conn, [r[3] for r in results if isinstance(r, tuple)])
-        for r in results:
-            if isinstance(r, tuple):
-                record = records.get(r[3])
-                r = UploadResult(r[0], r[1], r[2] or _label_kept(record, r[4]), record)
-            yield r
+            done = next(stored)
+            record = records.get(done.image_id)
+            note = "ground truth added to the stored image" if done.labelled else _label_kept(record, item.ground_truth)
+            yield UploadResult(printable(str(path)), "new" if done.created else "duplicate", note, record)
 
 
 def _label_kept(stored: image_rows.ImageRecord | None, asked: str | None) -> str | None:
