@@ -12,7 +12,7 @@ import platform
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ CHECKPOINT_FORMAT = "dogbreed-checkpoint"
 CHECKPOINT_VERSION = 2  # 2: preprocessing (resize, interpolation) and the kept ImageNet classifier are recorded
 MAX_INPUT_SIZE = 1024  # larger inputs are a crafted checkpoint, not a real classifier
 CHECKPOINTS_HINT = " (DOGBREED_CHECKPOINTS for training)"  # where a write error says the folder can be moved
+E = TypeVar("E", bound=BaseException)
 
 
 # ---------------------------------------------------------------- devices
@@ -244,6 +245,22 @@ def build_model(
     return Classifier(backbone, head, mode, features, imagenet_fc)
 
 
+def check_input_size(arch: str, mode: str, size: int) -> None:
+    """Refuse an input size the architecture cannot take (ViT's fixed 224, MaxViT's 7x7 windows, ConvNeXt's
+    strides) before a run is recorded: one forward pass on the meta device, which costs no memory or compute."""
+    with torch.device("meta"):
+        probe = build_model(arch, mode, 2).eval()
+        try:
+            with torch.no_grad():
+                probe(torch.zeros(1, 3, size, size))
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DogbreedError(
+                f"{resolve_arch(arch)} cannot take {size} px input ({reason}); drop --image-size (the architecture's "
+                "own size) or choose another architecture"
+            ) from None
+
+
 # ---------------------------------------------------------------- the inference graph
 
 
@@ -369,7 +386,9 @@ def atomic_torch_save(payload: Any, path: Path) -> None:
         os.replace(tmp, path)
         tmp = None
     except (OSError, RuntimeError) as exc:
-        cause = _os_error(exc)
+        if _behind(exc, KeyboardInterrupt):  # Ctrl-C inside torch.save: its zip writer then fails on the way out
+            raise KeyboardInterrupt from None
+        cause = _behind(exc, OSError)
         if cause is None:
             raise
         raise DogbreedError(f"cannot write {path}: {write_problem(cause, CHECKPOINTS_HINT)}") from None
@@ -378,10 +397,11 @@ def atomic_torch_save(payload: Any, path: Path) -> None:
             os.unlink(tmp)
 
 
-def _os_error(exc: BaseException | None) -> OSError | None:
-    """The OSError behind ``exc`` (torch wraps a failed write of a file object in a RuntimeError)."""
+def _behind(exc: BaseException | None, kind: type[E]) -> E | None:
+    """The ``kind`` exception behind ``exc``, if any (torch wraps a failed write of a file object, or one cut
+    short by Ctrl-C, in a RuntimeError)."""
     while exc is not None:
-        if isinstance(exc, OSError):
+        if isinstance(exc, kind):
             return exc
         exc = exc.__cause__ or exc.__context__
     return None

@@ -52,6 +52,7 @@ from dogbreed.model import (
     CheckpointMeta,
     Classifier,
     build_model,
+    check_input_size,
     read_checkpoint,
     resolve_arch,
     save_checkpoint,
@@ -1094,6 +1095,8 @@ def _model(
             plan, start = _plan_warm_start(config, classes, db_path)
         else:
             plan = _plan_fresh(config)
+        if state is None:  # before any run is recorded or weights are fetched
+            check_input_size(plan.arch, plan.mode, plan.prep.crop_size)
     plan = distributed.broadcast(ctx, plan)
     for text in plan.notes:
         listener.warn(text)

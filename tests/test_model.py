@@ -269,3 +269,34 @@ def test_checkpoint_with_the_imagenet_layer_round_trips(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     for a, b in zip(model.Predictor(net)(x), model.Predictor(loaded)(x)):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_ctrl_c_inside_a_checkpoint_write_stays_an_interrupt_and_leaves_no_file(tmp_path, monkeypatch):
+    """Ctrl-C while torch.save writes the tensors makes its zip writer fail on the way out ("unexpected pos"):
+    that RuntimeError must not turn an interrupted run into a failed one."""
+    import io
+    import os
+
+    real_fdopen = os.fdopen
+
+    class CutShort(io.FileIO):
+        def write(self, data):
+            if self.tell() > 2**20:
+                raise KeyboardInterrupt
+            return super().write(data)
+
+    def fdopen(fd, mode="r", *args, **kwargs):
+        return CutShort(fd, "wb") if "w" in mode else real_fdopen(fd, mode, *args, **kwargs)
+
+    monkeypatch.setattr(model.os, "fdopen", fdopen)
+    with pytest.raises(KeyboardInterrupt):
+        model.atomic_torch_save({"w": torch.zeros(2**20)}, tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_input_size_the_architecture_cannot_take_is_refused_before_training():
+    model.check_input_size("resnet18", "finetune", 32)  # any size works for a CNN with global pooling
+    with pytest.raises(DogbreedError, match="vit_b_16 cannot take 32 px input.*drop --image-size"):
+        model.check_input_size("vit_b_16", "finetune", 32)
+    with pytest.raises(DogbreedError, match="maxvit_t cannot take 32 px input"):
+        model.check_input_size("maxvit_t", "extractor", 32)
