@@ -64,6 +64,7 @@ class PredictOutcome:
     load_seconds: float = 0.0  # of which: loading the model before the first batch
     background_pid: int | None = None
     log: Path | None = None
+    store_empty: bool = False  # --all/--pending on a store without images
 
     @property
     def rate(self) -> float:
@@ -91,6 +92,7 @@ def run(
     from dogbreed import sources
     from dogbreed.store import open_store, predictions
     from dogbreed.store.evaluations import checks_for
+    from dogbreed.store.images import list_images
 
     _check_selection(request)
     conn = open_store(db_path)
@@ -107,6 +109,7 @@ def run(
         else:
             _validate(source)
         ids = _target_ids(conn, request, outcome)
+        outcome.store_empty = ids is None and not list_images(conn, limit=1)
         outcome.job_ids = _plan(conn, request, source, ids)
         if on_start:
             on_start(outcome)

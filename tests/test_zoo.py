@@ -3,10 +3,13 @@ first-photo story (predict with no training), all offline with weights files the
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 from dogbreed import imagenet
 from dogbreed.breeds import BREEDS
+from dogbreed.cli.predict import RESULT_FIELDS
 from tests.images import jpeg_bytes, write
 
 
@@ -94,6 +97,22 @@ def test_predicting_files_stores_them_once_and_reports_each(cli, tmp_path, golde
     again = cli.json("predict", good, "-m", "resnet18", "--weights", golden_weights)
     assert again["uploads"][0]["status"] == "duplicate" and again["done"] == 1
     assert cli.sql("SELECT COUNT(*) FROM predictions") == [(1,)]  # one prediction per image per model
+    quiet = cli("predict", good, broken, "-m", "resnet18", "--weights", golden_weights, "-q", expect=1)
+    assert "broken.jpg" in quiet.stdout and "1 predicted, 0 failed, 1 refused" in quiet.stdout
+    for fmt, rows in (("--csv", 0), ("--csv", 1), ("--nl", 1)):
+        args = (broken,) if rows == 0 else (good, broken)
+        result = cli("predict", *args, "-m", "resnet18", "--weights", golden_weights, fmt, expect=1)
+        assert "broken.jpg" in result.stderr and "broken" not in result.stdout
+        if fmt == "--csv":
+            parsed = list(csv.reader(io.StringIO(result.stdout)))
+            assert parsed[0] == list(RESULT_FIELDS) and len(parsed) == rows + 1
+        else:
+            assert list(json.loads(result.stdout)) == list(RESULT_FIELDS)
+
+
+def test_predict_all_on_an_empty_store_says_to_add_pictures(cli, golden_weights):
+    result = cli("predict", "--all", "-m", "resnet18", "--weights", golden_weights)
+    assert "the store has no images yet; add some with 'dogbreed upload PATH'" in result.stdout
 
 
 def test_paths_and_stored_ids_do_not_mix(cli, tmp_path, golden_weights):

@@ -53,9 +53,9 @@ def prediction_json(pred: Any, top_k: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- upload
 
 
-def print_upload_line(r: Any) -> None:
+def print_upload_line(r: Any, console: Any = out) -> None:
     if r.status == "refused":
-        out.print(f"[red]refused[/red]   {safe(r.path)}: {safe(r.reason)}", soft_wrap=True)
+        console.print(f"[red]refused[/red]   {safe(r.path)}: {safe(r.reason)}", soft_wrap=True)
         return
     extra = f" ({safe(r.reason)})" if r.reason else ""
     color = "green" if r.status == "new" else "yellow"

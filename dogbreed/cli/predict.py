@@ -72,6 +72,22 @@ def result_json(r: Any, outcome: Any, top_k: int) -> dict[str, Any]:
     }
 
 
+RESULT_FIELDS = (  # the keys of result_json, in order: CSV's header even when there are no rows
+    "job_id",
+    "image_id",
+    "filename",
+    "status",
+    "error",
+    "top",
+    "dog_probability",
+    "not_a_dog",
+    "model",
+    "model_key",
+    "device",
+    "engine",
+    "precision",
+)
+
 RESULT_COLUMNS = [
     Column("image_id", "image", justify="right"),
     Column("filename", "file", fold=True),
@@ -172,10 +188,10 @@ def predict_cmd(
                 err.print(safe(describe_model(outcome.source, outcome.choice)), soft_wrap=True)
                 if outcome.choice.note and not quiet:
                     err.print(safe(f"engine: {outcome.choice.note}"), soft_wrap=True)
-                if not quiet:
-                    for u in outcome.uploads:
-                        if u.status == "refused":
-                            print_upload_line(u)
+            if fmt != "json":  # refusals always show (JSON carries them); beside CSV/NL output, on stderr
+                for u in outcome.uploads:
+                    if u.status == "refused":
+                        print_upload_line(u, out if fmt == "table" else err)
             state["task"] = bar.add_task("predict", total=len(outcome.job_ids), rate="")
             state["t0"] = time.perf_counter()
 
@@ -208,7 +224,7 @@ def predict_cmd(
             emit([_table_row(i) for i in items], RESULT_COLUMNS, "table", title="predictions")
         out.print(_summary_line(outcome), soft_wrap=True)
     else:
-        emit(items, [Column(k, k) for k in items[0]] if items else RESULT_COLUMNS, fmt)
+        emit(items, [Column(k, k) for k in RESULT_FIELDS], fmt)
     if outcome.failed or refused:
         raise typer.Exit(1)
 
@@ -237,10 +253,14 @@ def _summary_json(outcome: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _summary_line(outcome: Any) -> str:
     if not outcome.job_ids:
+        if outcome.store_empty:
+            return "nothing to predict: the store has no images yet; add some with 'dogbreed upload PATH'"
         if outcome.uploads and not any(u.image_id for u in outcome.uploads):
             return "nothing to predict: no picture could be stored"
         return "nothing to predict: every image already has a prediction from this model"
     dropped = f", {outcome.dropped} deleted meanwhile" if outcome.dropped else ""
+    refused = sum(u.status == "refused" for u in outcome.uploads)
+    dropped += f", {refused} refused" if refused else ""
     return (
         f"{outcome.done} predicted, {outcome.failed} failed{dropped} on {outcome.choice.device} in "
         f"{outcome.seconds:.1f} s ({outcome.load_seconds:.1f} s loading the model, then {outcome.rate:.1f} images/s)"
