@@ -222,6 +222,7 @@ def _pick_dataset(root: Path, split: str, run: Any, on_stage: Callable[[str], No
 
     if split not in SPLITS:
         raise DogbreedError(f"unknown split {split!r}; use {', '.join(SPLITS)}")
+    root = Path(root).expanduser().resolve()  # the record must name it from anywhere
     index = scan(root)
     splits = make_splits(index, **split_params(run))
     samples = getattr(splits, split)

@@ -552,8 +552,8 @@ def read_checkpoint(path: Path | str) -> tuple[CheckpointMeta, dict[str, torch.T
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
             raise DogbreedError(
-                f"{path} is a plain state dict ({len(payload)} tensors), not a dogbreed checkpoint; for ImageNet "
-                "weights use --model ARCH --weights FILE"
+                f"{path} is a plain state dict ({len(payload)} tensors), not a dogbreed checkpoint; ImageNet "
+                "weights go with their architecture: --model ARCH --weights FILE ('models': --default ARCH --weights)"
             )
         raise DogbreedError(f"{path} is a torch file but not a dogbreed checkpoint (no 'format' marker)")
     version = payload.get("version", 0)

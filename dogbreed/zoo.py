@@ -163,7 +163,7 @@ def _download_state(arch: str, info: ReadyModel, progress: bool) -> dict:
         reason = getattr(exc, "reason", None) or exc
         raise DogbreedError(
             f"cannot download {arch} weights ({info.weights}) from {info.url}: {reason}. Offline? Fetch that file "
-            f"elsewhere and put it at {target}, or pass --weights FILE"
+            f"elsewhere and put it at {target}, or pass --model {arch} --weights FILE"
         ) from None
     except Exception as exc:  # a hash mismatch or an unreadable cached file
         text = " ".join(str(exc).split())[:160]

@@ -147,13 +147,15 @@ def test_a_ready_model_is_scored_over_all_its_breeds_and_within_the_datas(cli, t
     assert out["imagenet_overlap"] is True and IMAGENET_CAVEAT in " ".join(result.stderr.split())
 
 
-def test_a_breed_the_model_does_not_know_counts_as_a_mistake(cli, learnable, tmp_path):
+def test_a_breed_the_model_does_not_know_counts_as_a_mistake(cli, learnable, tmp_path, monkeypatch):
     from dogbreed.breeds import BY_WNID
 
     known = ["n02085620", "n02088364", "n02099601"]  # the data also has n02106662 (German shepherd)
     ckpt = make_checkpoint(tmp_path / "three.pt", classes=[[w, BY_WNID[w].name] for w in known])
-    result = cli("eval", "--checkpoint", ckpt, "--dataset", learnable, "--json")
+    monkeypatch.chdir(learnable.parent)  # a relative --dataset is recorded as the folder it names
+    result = cli("eval", "--checkpoint", ckpt, "--dataset", learnable.name, "--json")
     out = json.loads(result.stdout)
+    assert out["data"] == str(learnable.resolve())
     assert out["n"] == 24  # every test picture, the unknown breed's included
     shepherd = next(b for b in out["per_breed"] if b["breed"] == "n02106662")
     assert shepherd["support"] == 6 and shepherd["recall"] == 0.0

@@ -93,7 +93,9 @@ ModelOpt = Annotated[
 ]
 WeightsOpt = Annotated[
     Path | None,
-    typer.Option("--weights", help="With --model: its torchvision ImageNet state dict from disk (offline)."),
+    typer.Option(
+        "--weights", help="With --model ARCH (models: --default ARCH): its ImageNet state dict from disk (offline)."
+    ),
 ]
 RunOpt = Annotated[int | None, typer.Option("--run", min=1, help="The checkpoint of this training run.")]
 EngineOpt = Annotated[str, typer.Option("--engine", help="auto, torch or openvino.")]
