@@ -3,6 +3,7 @@ models, and the accuracy checks that let predict run faster engines."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ MODEL_COLUMNS = [
     epilog=examples(
         "dogbreed models",
         "dogbreed models --default efficientnet_b0",
-        "dogbreed models --default run:3   (or a checkpoint path; 'auto' unpins)",
+        "dogbreed models --default run:3   # or a checkpoint path; 'auto' unpins",
     ),
 )
 def models_cmd(
@@ -247,7 +248,8 @@ def export_cmd(
     out.print(key_value_table(pairs, title=f"export ({outcome.seconds:.1f} s)"))
     if outcome.checks:
         emit([_check_row(c) for c in outcome.checks], CHECK_COLUMNS, "table", title="agreement with the fp32 model")
-    out.print(f"predict with: dogbreed predict --checkpoint {safe(outcome.path)} ...", soft_wrap=True)
+    command = f"dogbreed predict --pending --checkpoint {shlex.quote(str(outcome.path))}"
+    out.print(f"predict with: {safe(command)}", soft_wrap=True)
 
 
 def _input_text(prep: Any) -> str:

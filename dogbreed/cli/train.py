@@ -163,7 +163,9 @@ def command_line(ctx: typer.Context, leave_out: set[str]) -> list[str]:
     epilog=examples(
         "dogbreed dataset download && dogbreed train --epochs 10",
         "dogbreed train --model EfficientNet --finetune --epochs 5 --batch-size 32 --precision bf16",
-        "dogbreed train --resume 7   (or: --from 7 --finetune --epochs 20;  --nproc 4 for 4 GPUs)",
+        "dogbreed train --resume 7   # continue run 7",
+        "dogbreed train --from 7 --finetune --epochs 20   # a new run from run 7's weights",
+        "dogbreed train --dataset ~/data/stanford-dogs --nproc 4   # 4 GPUs",
     ),
 )
 def train_cmd(
