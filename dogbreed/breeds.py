@@ -179,6 +179,12 @@ def find_breed(text: str) -> Breed | None:
     return _lookup_table().get(_key(text))
 
 
+def matching_breeds(text: str) -> list[Breed]:
+    """Breeds whose WordNet id, folder or name contains ``text``, ignoring case and separators."""
+    key = _key(text)
+    return [b for b in BREEDS if key in _key(b.wnid) or key in _key(b.folder) or key in _key(b.name)]
+
+
 def suggestions(text: str, n: int = 3) -> list[str]:
     """Display names of the breeds closest to an unknown name, best first."""
     table = _lookup_table()

@@ -69,6 +69,12 @@ def test_db_location_flag_beats_env_beats_home(home, tmp_path, monkeypatch):
     assert str(tmp_path / "env.db") in out and str(home) in out
 
 
+def test_breeds_search_ignores_case_and_separators_and_suggests(cli):
+    for text in ("golden-retriever", "Golden Retriever", "golden_retriever", "n02099601"):
+        assert [r["name"] for r in cli.json("breeds", text)] == ["Golden retriever"]
+    assert "no breed matches 'goldn'; did you mean: Golden retriever?" in cli("breeds", "goldn").stdout
+
+
 def test_breeds_lists_all_120(cli):
     rows = cli.json("breeds")
     assert len(rows) == 120 and len({r["wnid"] for r in rows}) == 120

@@ -42,13 +42,14 @@ def breeds_cmd(
     as_nl: NlOpt = False,
 ) -> None:
     """List the 120 Stanford Dogs breeds (WordNet id, folder name, display name, ImageNet class index)."""
-    from dogbreed.breeds import BREEDS
+    from dogbreed.breeds import BREEDS, matching_breeds, suggestions
     from dogbreed.imagenet import index_of
 
     fmt = output_format(as_json, as_csv, as_nl)
     rows = [
         {"index": b.index, "wnid": b.wnid, "folder": b.folder, "name": b.name, "imagenet_index": index_of()[b.wnid]}
-        for b in BREEDS
-        if not search or search.lower() in f"{b.folder} {b.name}".lower()
+        for b in (matching_breeds(search) if search else BREEDS)
     ]
-    emit(rows, BREED_COLUMNS, fmt, title=f"{len(rows)} breeds")
+    close = suggestions(search) if search and not rows else []
+    empty = f"no breed matches {search!r}" + (f"; did you mean: {', '.join(close)}?" if close else "")
+    emit(rows, BREED_COLUMNS, fmt, title=f"{len(rows)} breed{'s' if len(rows) != 1 else ''}", empty=empty)
