@@ -282,6 +282,7 @@ def test_the_readme_python_example_runs(cli, tmp_path, golden_weights, monkeypat
     assert len(code.strip().splitlines()) <= 6
     cli("models", "--default", "resnet18", "--weights", golden_weights, "--json")
     write(tmp_path / "dog.jpg", jpeg_bytes(seed=11))
+    write(tmp_path / "notes.txt", b"a shopping list")
     monkeypatch.chdir(tmp_path)
     import contextlib
     import io
@@ -290,7 +291,8 @@ def test_the_readme_python_example_runs(cli, tmp_path, golden_weights, monkeypat
     with contextlib.redirect_stdout(buffer):
         exec(compile(code, "README.md", "exec"), {})
     printed = buffer.getvalue()
-    assert "dog.jpg" in printed and "Golden retriever" in printed, printed
+    assert "dog.jpg Golden retriever 100.0% dog\n" in printed, printed
+    assert "notes.txt" in printed and "not a recognised image" in printed, printed
 
 
 def test_python_api_store_round_trip(home, tmp_path, golden_weights):
