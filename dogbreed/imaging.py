@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -117,8 +118,8 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("ignore", UserWarning)  # e.g. "Corrupt EXIF data": the pixels are what count
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageRejected(f"more than {MAX_PIXELS:,} pixels (decompression bomb?)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected(_bomb(exc)) from None
     except Exception:
         raise ImageRejected("not a recognised image format") from None
     width, height = img.size
@@ -132,6 +133,16 @@ def _open(data: bytes) -> Image.Image:
     return img
 
 
+def _bomb(exc: Exception) -> str:
+    """Pillow's own bomb check fired (it reads the size before we can): say how big, against which limit."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)):,} pixels" if found else f"more than {MAX_PIXELS:,} pixels"
+    return (
+        f"{size} is over the limit ({MAX_PIXELS:,} for baseline JPEG, {MAX_PIXELS_OTHER:,} for other formats; "
+        "decompression bomb?)"
+    )
+
+
 def _load(img: Image.Image, fmt: str) -> None:
     """Decode the pixel stream; a truncated or corrupt one is an ImageRejected with the decoder's reason."""
     try:
@@ -140,8 +151,8 @@ def _load(img: Image.Image, fmt: str) -> None:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img.seek(0)  # animated images: the first frame
             img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageRejected(f"more than {MAX_PIXELS:,} pixels (decompression bomb?)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageRejected(_bomb(exc)) from None
     except Exception as exc:
         reason = str(exc).split("\n")[0] or type(exc).__name__
         raise ImageRejected(f"cannot decode {fmt} data: {reason}") from None

@@ -83,7 +83,8 @@ def test_interpolation_and_sizes_come_from_the_preprocessing_spec():
         (b"", "empty"),
         (b"hello world", "not a recognised image"),
         (jpeg_bytes(size=(300, 200))[:700], "cannot decode"),
-        (png_bomb(), "decompression bomb"),
+        (png_bomb(), r"^900,000,000 pixels is over the limit .*decompression bomb"),  # caught by Pillow
+        (png_bomb(10_000, 10_000), r"^PNG of 10000x10000 is more than 64,000,000 pixels"),  # caught by us
     ],
 )
 def test_validate_refuses_bad_bytes(data, reason):
