@@ -117,7 +117,7 @@ def dataset_info_cmd(
 
     fmt = output_format(as_json, as_csv, as_nl)
     root = _dataset_dir(dataset, directory)
-    with Progress(console=err, transient=True, disable=fmt != "table" or not verify) as progress:
+    with Progress(console=err, transient=True, disable=fmt != "table" or not verify or not err.is_terminal) as progress:
         task = progress.add_task("verifying", total=None)
         report = info(root, run_verify=verify, on_progress=lambda i, n: progress.update(task, completed=i, total=n))
     if fmt == "json":

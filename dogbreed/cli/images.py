@@ -117,7 +117,9 @@ def upload_cmd(
 
     for result in results:  # arguments that named nothing
         report(result)
-    with Progress(console=err, transient=True, disable=fmt != "table" or len(files) < 20) as progress:
+    with Progress(
+        console=err, transient=True, disable=fmt != "table" or len(files) < 20 or not err.is_terminal
+    ) as progress:
         task = progress.add_task("uploading", total=len(files))
         for result in upload(conn, files, ground_truth=breed, label_from_folder=label_from_folder, filename=filename):
             results.append(result)
