@@ -47,12 +47,28 @@ class Paths:
         """Compiled engine models and other things that can be rebuilt."""
         return self.home / "cache"
 
+    @property
+    def exports(self) -> Path:
+        """Where ``dogbreed export`` writes when no --output is given."""
+        return self.home / "exports"
+
+    @property
+    def weights(self) -> Path:
+        """Where torchvision keeps downloaded ImageNet weights (torch.hub's folder, worked out without importing
+        torch): the folder an offline user copies weights files into."""
+        torch_home = _env_path("TORCH_HOME")
+        if torch_home is None:
+            torch_home = (_env_path("XDG_CACHE_HOME") or Path("~/.cache").expanduser()) / "torch"
+        return torch_home / "hub" / "checkpoints"
+
     def as_dict(self) -> dict[str, str]:
         return {
             "home": str(self.home),
             "db": str(self.db),
             "checkpoints": str(self.checkpoints),
             "dataset": str(self.dataset),
+            "exports": str(self.exports),
+            "weights": str(self.weights),
             "logs": str(self.logs),
             "cache": str(self.cache),
         }

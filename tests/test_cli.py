@@ -56,6 +56,19 @@ def test_unreadable_store_is_a_one_line_error(home, tmp_path):
     assert "bogus.db" in result.output and "Traceback" not in result.output
 
 
+def test_paths_name_the_weights_folder_torch_uses_and_the_exports_folder(cli, home, monkeypatch, tmp_path):
+    from dogbreed.zoo import weights_dir  # torch.hub's own answer; it reads the variables at every call
+
+    for env in ({}, {"TORCH_HOME": None, "XDG_CACHE_HOME": str(tmp_path / "xdg")}, {"XDG_CACHE_HOME": None}):
+        for name, value in env.items():
+            if value:
+                monkeypatch.setenv(name, value)
+            else:
+                monkeypatch.delenv(name, raising=False)
+        paths = cli.json("paths")
+        assert paths["weights"] == str(weights_dir()) and paths["exports"] == str(home / "exports")
+
+
 def test_db_location_flag_beats_env_beats_home(home, tmp_path, monkeypatch):
     from tests.conftest import Cli
 
