@@ -335,3 +335,9 @@ def test_bad_option_values_are_one_line_with_where_to_look(cli):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--top-k" in lines[0] and "dogbreed show --help" in lines[0]
     assert "No such command 'nosuch'" in cli("nosuch", expect=2).stderr
+    from typer.testing import CliRunner
+
+    from dogbreed.cli import app
+
+    misplaced = CliRunner().invoke(app, ["list", "--db", "x.db"]).stderr
+    assert "--db goes before the command: dogbreed --db PATH list" in misplaced

@@ -33,7 +33,10 @@ class Group(TyperGroup):
             return super().invoke(ctx)
         except UsageError as exc:  # a bad option value: one line too, with where to look
             where = exc.ctx.command_path if exc.ctx is not None else "dogbreed"
-            err.print(f"[red]Error:[/red] {safe(exc.format_message())} (see '{where} --help')", soft_wrap=True)
+            hint = f"see '{where} --help'"
+            if getattr(exc, "option_name", None) == "--db":
+                hint = f"--db goes before the command: dogbreed --db PATH {where.split(' ', 1)[-1]} ..."
+            err.print(f"[red]Error:[/red] {safe(exc.format_message())} ({safe(hint)})", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except DogbreedError as exc:
             err.print(f"[red]Error:[/red] {safe(exc)}", soft_wrap=True)
