@@ -177,4 +177,4 @@ def _label_kept(stored: image_rows.ImageRecord | None, asked: str | None) -> str
     """A duplicate uploaded with another breed keeps its first label: say so rather than seem to relabel it."""
     if stored is None or asked is None or stored.ground_truth in (None, asked):
         return None
-    return f"already labelled {display_name(stored.ground_truth)}; kept (delete it and upload again to change it)"
+    return f"already labelled {display_name(stored.ground_truth)}; kept: delete it and upload again to change it"

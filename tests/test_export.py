@@ -126,6 +126,7 @@ def test_export_mistakes_are_one_line_errors(cli, tiny, tmp_path):
     assert "no training run with id 7" in error("export", "7")
     assert "int8 calibration needs at least 16 images and found 0" in error("export", tiny.checkpoint, "--int8")
     assert "name the model once" in error("export", "3", "--model", "resnet18")
+    assert "--calibration is for int8 exports" in error("export", tiny.checkpoint, "--calibration", "50")
 
 
 def test_foreign_or_tampered_model_files_are_refused_in_one_line(cli, tiny, tmp_path, uploaded):

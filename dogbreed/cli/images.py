@@ -59,7 +59,7 @@ def print_upload_line(r: Any, console: Any = out) -> None:
         return
     extra = f" ({safe(r.reason)})" if r.reason else ""
     color = "green" if r.status == "new" else "yellow"
-    out.print(f"[{color}]{r.status:<9}[/{color}] id {r.image_id}  {safe(r.path)}{extra}", soft_wrap=True)
+    out.print(f"[{color}]{r.status:<9}[/{color}] id {r.image_id:<5} {safe(r.path)}{extra}", soft_wrap=True)
 
 
 UPLOAD_COLUMNS = [

@@ -198,8 +198,8 @@ def export_cmd(
     run: RunOpt = None,
     dataset: Path | None = HeldOutDatasetOpt,
     limit: int = CheckImagesOpt,
-    calibration: int = typer.Option(
-        300, "--calibration", min=16, max=10_000, help="With --int8: training images to calibrate on."
+    calibration: int | None = typer.Option(
+        None, "--calibration", min=16, max=10_000, help="With --int8: training images to calibrate on (default 300)."
     ),
     no_check: bool = typer.Option(False, "--no-check", help="Skip the agreement check (auto then never picks it)."),
     quiet: QuietOpt = False,
@@ -208,14 +208,17 @@ def export_cmd(
     """Export a model to OpenVINO IR or ONNX (optionally int8) that predicts without torch or its checkpoint.
 
     The file carries its classes, preprocessing and dog output. Its top-1 agreement with the fp32 model on
-    held-out images (the run's test split, --dataset's, or stored images) is measured and recorded: predict's auto
+    held-out images (--dataset's test split, the run's, or stored images) is measured and recorded: predict's auto
     runs an int8 export only when its accuracy drop is at most 1 point.
     """
-    from dogbreed.export import ExportRequest, export
+    from dogbreed.export import CALIBRATION_IMAGES, ExportRequest, export
 
     fmt_out = output_format(as_json)
+    if calibration is not None and not int8:
+        raise DogbreedError("--calibration is for int8 exports: add --int8, or drop --calibration")
     conn = open_db(ctx)
     source = _source_from(conn, what, checkpoint, model, weights, run)
+    calibration = calibration or CALIBRATION_IMAGES
     request = ExportRequest(source, fmt.strip().lower(), int8, output, dataset, calibration, limit, check=not no_check)
     chatty = fmt_out == "table" and not quiet
     with _progress("checking", not chatty) as bar:

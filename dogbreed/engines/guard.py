@@ -57,7 +57,7 @@ def verdict(check: EngineCheck | None, precision: str) -> tuple[bool, str]:
         drop = check.reference_accuracy - check.accuracy
         text = (
             f"top-1 {check.accuracy:.1%} vs {check.reference_accuracy:.1%} at fp32 on {labelled} labelled images "
-            f"(a drop of {drop * 100:.1f} points)"
+            f"(a {'drop' if drop >= 0 else 'gain'} of {abs(drop) * 100:.1f} points)"
         )
         return drop <= MAX_INT8_DROP + 1e-9, text if drop <= MAX_INT8_DROP + 1e-9 else f"{text}, over the 1-point guard"
     if check.n < MIN_IMAGES:
