@@ -31,12 +31,19 @@ def title_color(top1: str, ground_truth: str | None) -> str:
     return "green" if top1 == ground_truth else "red"
 
 
+FIGURE_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".pdf": "pdf", ".svg": "svg"}
+
+
 def _save(fig: Any, output: Path) -> Path:
-    """Render to memory, then write: a bad output path is a one-line error and never leaves half a PNG."""
+    """Render to memory in the format the file name asks for, then write: a bad output path is a one-line error
+    and never leaves half a file."""
     from dogbreed.files import NotWritable, write_regular_file
 
+    suffix = Path(output).suffix.lower() or ".png"
+    if suffix not in FIGURE_FORMATS:
+        raise DogbreedError(f"{output}: figures are written as {', '.join(FIGURE_FORMATS)} files; name it so")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=fig.dpi)
+    fig.savefig(buf, format=FIGURE_FORMATS[suffix], dpi=fig.dpi)
     try:
         return write_regular_file(Path(output), buf.getvalue())
     except NotWritable as exc:

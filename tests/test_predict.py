@@ -183,6 +183,10 @@ def test_view_writes_a_png_of_the_expected_size(cli, uploaded, checkpoint, tmp_p
         assert img.format == "PNG"
         assert img.size == (VIEW_SIZE_INCHES[0] * VIEW_DPI, VIEW_SIZE_INCHES[1] * VIEW_DPI)
     assert "no image with id 77" in cli("view", 77, expect=1).output
+    cli("view", ids[0], "--output", tmp_path / "v.jpg")
+    with Image.open(tmp_path / "v.jpg") as img:
+        assert img.format == "JPEG"  # the format the name asks for
+    assert "figures are written as .png, .jpg" in cli("view", ids[0], "-o", tmp_path / "v.gif", expect=1).stderr
     other = cli("view", ids[0], "--model", "resnet18", "--weights", golden_weights, expect=1).stderr
     assert f"run 'dogbreed predict --id {ids[0]} --model resnet18 --weights {golden_weights.resolve()}' first" in other
 
