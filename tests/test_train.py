@@ -246,6 +246,7 @@ def test_a_finished_run_is_not_resumed_but_warm_started_from(cli, trained, learn
     assert "already finished" in cli("train", "--resume", run_id, expect=1).stderr
     assert f"--from {run_id}" in cli("train", "--resume", run_id, expect=1).stderr
     assert "drop --epochs, --lr (" in cli("train", "--resume", run_id, "--lr", "0.1", "-e", 3, expect=1).stderr
+    assert "no training run with id 99" in cli("train", "--resume", 99, "--epochs", 3, expect=1).stderr
     assert "no training run with id 99" in cli("train", "--resume", 99, expect=1).stderr
     assert "choose --resume RUN" in cli("train", "--resume", run_id, "--from", run_id, expect=1).stderr
 

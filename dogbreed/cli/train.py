@@ -255,6 +255,13 @@ def train_cmd(
     if init_from is not None and resume is not None:
         raise DogbreedError("choose --resume RUN (continue it) or --from RUN (a new run from its weights)")
     if resume is not None:
+        from dogbreed.store.runs import get_run
+
+        conn = open_db(ctx)
+        known = get_run(conn, resume) is not None
+        conn.close()
+        if not known:  # the first thing to know about a resume
+            raise DogbreedError(f"no training run with id {resume}; see 'dogbreed stats'")
         fixed = [opt for key, opt in given.items() if key not in RESUMABLE_OPTIONS]
         if fixed:
             raise DogbreedError(
