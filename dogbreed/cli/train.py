@@ -458,7 +458,8 @@ def eval_cmd(
         from dogbreed import viz
 
         r = outcome.report
-        title = f"{outcome.source.name} on {Path(outcome.data).name or outcome.data} ({outcome.split})"
+        data = Path(outcome.data).name or outcome.data
+        title = f"{outcome.source.name} on {data}" + ("" if outcome.data == outcome.split else f" ({outcome.split})")
         viz.render_confusion(r["y_true"], r["y_pred"], r["classes"], plot, title=title)
         err.print(f"wrote {safe(plot)}", soft_wrap=True)
     if fmt == "json":
@@ -500,7 +501,7 @@ def print_eval(outcome: Any, quiet: bool) -> None:
     rows = [
         ("model", f"{outcome.source.name}{why}"),
         ("run", outcome.run_id if outcome.run_id is not None else ""),
-        ("data", f"{outcome.data} ({outcome.split})"),
+        ("data", outcome.data if outcome.data == outcome.split else f"{outcome.data} ({outcome.split})"),
         ("images", f"{r['n']}" + (f" ({len(outcome.skipped)} unreadable, left out)" if outcome.skipped else "")),
         ("top-1 accuracy", percent(r["accuracy"], 2)),
         ("top-5 accuracy", percent(r["top5"], 2)),
