@@ -10,6 +10,7 @@ import math
 import os
 import platform
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ CHECKPOINT_VERSION = 2  # 2: preprocessing (resize, interpolation) and the kept 
 MAX_INPUT_SIZE = 1024  # larger inputs are a crafted checkpoint, not a real classifier
 CHECKPOINTS_HINT = " (DOGBREED_CHECKPOINTS for training)"  # where a write error says the folder can be moved
 E = TypeVar("E", bound=BaseException)
+M = TypeVar("M", bound=nn.Module)
 
 
 # ---------------------------------------------------------------- devices
@@ -205,11 +207,20 @@ def _pretrained_backbone(arch: str) -> nn.Module:
     return zoo.load_imagenet_model(arch)[0]
 
 
+def skeleton(build: Callable[[], M]) -> M:
+    """``build()`` on the meta device, so no time goes into initialising weights that are about to be replaced;
+    built normally for the architectures whose constructors compute with tensors (RegNet's block widths)."""
+    try:
+        with torch.device("meta"):
+            return build()
+    except NotImplementedError:
+        return build()
+
+
 def _weights_file_backbone(arch: str, path: Path) -> nn.Module:
     import torchvision
 
-    with torch.device("meta"):
-        model = torchvision.models.get_model(arch, weights=None)
+    model = skeleton(lambda: torchvision.models.get_model(arch, weights=None))
     load_state_into(model, read_weights_file(path), f"weights file {path}", f"{arch}'s torchvision layout")
     return model
 
@@ -245,20 +256,25 @@ def build_model(
     return Classifier(backbone, head, mode, features, imagenet_fc)
 
 
-def check_input_size(arch: str, mode: str, size: int) -> None:
-    """Refuse an input size the architecture cannot take (ViT's fixed 224, MaxViT's 7x7 windows, ConvNeXt's
-    strides) before a run is recorded: one forward pass on the meta device, which costs no memory or compute."""
-    with torch.device("meta"):
-        probe = build_model(arch, mode, 2).eval()
-        try:
-            with torch.no_grad():
-                probe(torch.zeros(1, 3, size, size))
-        except (RuntimeError, AssertionError, ValueError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DogbreedError(
-                f"{resolve_arch(arch)} cannot take {size} px input ({reason}); drop --image-size (the architecture's "
-                "own size) or choose another architecture"
-            ) from None
+def check_input_size(model: nn.Module, arch: str, size: int, device: torch.device | str = "cpu") -> None:
+    """Refuse an input size the architecture cannot take (ViT's fixed size, MaxViT's 7x7 windows, ConvNeXt's
+    strides) before a run is recorded: one picture through the real model, in eval mode (no statistics change, no
+    random numbers drawn)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size, device=device))
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DogbreedError(
+            f"{resolve_arch(arch)} cannot take {size} px input ({reason}); drop --image-size (the architecture's "
+            "own size) or choose another architecture"
+        ) from None
+    finally:
+        model.train(was_training)
 
 
 # ---------------------------------------------------------------- the inference graph
@@ -570,7 +586,8 @@ def read_checkpoint(path: Path | str) -> tuple[CheckpointMeta, dict[str, torch.T
 def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> tuple[Classifier, CheckpointMeta]:
     """The model (in eval mode, on ``device``) and its description."""
     meta, state, _ = read_checkpoint(path)
-    with torch.device("meta"):  # no time spent initialising weights the checkpoint replaces
-        model = build_model(meta.arch, meta.mode, len(meta.classes), keep_imagenet_head=meta.imagenet_head)
+    model = skeleton(
+        lambda: build_model(meta.arch, meta.mode, len(meta.classes), keep_imagenet_head=meta.imagenet_head)
+    )
     load_state_into(model, state, f"checkpoint {path}", f"its own description ({meta.arch} {meta.mode})")
     return model.to(device).eval(), meta

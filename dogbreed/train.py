@@ -1095,8 +1095,6 @@ def _model(
             plan, start = _plan_warm_start(config, classes, db_path)
         else:
             plan = _plan_fresh(config)
-        if state is None:  # before any run is recorded or weights are fetched
-            check_input_size(plan.arch, plan.mode, plan.prep.crop_size)
     plan = distributed.broadcast(ctx, plan)
     for text in plan.notes:
         listener.warn(text)
@@ -1106,6 +1104,8 @@ def _model(
     if start.model_state is not None:
         model.load_state_dict(start.model_state)
     model = model.to(device)
+    if state is None:  # before any run is recorded (a resumed run already trained at this size)
+        check_input_size(model, plan.arch, plan.prep.crop_size, device)
     distributed.sync_weights(ctx, model)
     return plan, model
 

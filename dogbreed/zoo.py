@@ -132,14 +132,12 @@ def load_imagenet_model(
 ) -> tuple[Any, ReadyModel]:
     """The torchvision ImageNet classifier ``arch`` with its published weights (downloaded once and cached), or
     with ``weights_file`` (the same state dict, from disk). Returns (model in eval mode, its description)."""
-    import torch
     import torchvision
 
-    from dogbreed.model import load_state_into, read_weights_file
+    from dogbreed.model import load_state_into, read_weights_file, skeleton
 
     info = describe(arch, weights)
-    with torch.device("meta"):
-        model = torchvision.models.get_model(arch, weights=None)
+    model = skeleton(lambda: torchvision.models.get_model(arch, weights=None))
     if weights_file is not None:
         state = read_weights_file(Path(weights_file))
         load_state_into(

@@ -295,8 +295,23 @@ def test_ctrl_c_inside_a_checkpoint_write_stays_an_interrupt_and_leaves_no_file(
 
 
 def test_an_input_size_the_architecture_cannot_take_is_refused_before_training():
-    model.check_input_size("resnet18", "finetune", 32)  # any size works for a CNN with global pooling
-    with pytest.raises(DogbreedError, match="vit_b_16 cannot take 32 px input.*drop --image-size"):
-        model.check_input_size("vit_b_16", "finetune", 32)
-    with pytest.raises(DogbreedError, match="maxvit_t cannot take 32 px input"):
-        model.check_input_size("maxvit_t", "extractor", 32)
+    cnn = model.build_model("resnet18", "finetune", 3).train()
+    model.check_input_size(cnn, "resnet18", 32)  # any size works for a CNN with global pooling
+    assert cnn.training  # the probe left the mode as it was
+    for arch, mode in (("vit_b_16", "finetune"), ("maxvit_t", "extractor")):
+        with pytest.raises(DogbreedError, match=f"{arch} cannot take 32 px input.*drop --image-size"):
+            model.check_input_size(model.build_model(arch, mode, 3), arch, 32)
+
+
+def test_architectures_built_with_tensor_arithmetic_load_too(tmp_path):
+    """RegNet's constructor computes its block widths with tensors, which the meta device cannot: checkpoints and
+    ImageNet weights files of such models still load (built normally instead)."""
+    from dogbreed import zoo
+    from tests.conftest import imagenet_state_dict, make_checkpoint
+
+    path = make_checkpoint(tmp_path / "regnet.pt", arch="regnet_y_400mf", mode="finetune", classes=None)
+    loaded, meta = model.load_checkpoint(path)
+    assert meta.arch == "regnet_y_400mf" and loaded(torch.zeros(1, 3, 32, 32)).shape[-1] == 120
+    weights = imagenet_state_dict(tmp_path / "regnet.pth", 207, arch="regnet_y_400mf")
+    ready, _ = zoo.load_imagenet_model("regnet_y_400mf", weights_file=weights)
+    assert ready(torch.zeros(1, 3, 64, 64)).argmax().item() == 207
