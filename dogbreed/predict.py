@@ -335,8 +335,8 @@ def run_jobs(
                     f"a prediction worker died twice (out of memory?); {left} job(s) are back in the queue: run "
                     "'dogbreed predict --pending' to finish them, perhaps with --workers 1 or a smaller --batch-size"
                 ) from None
-        except BaseException:
-            job_rows.release(conn, [job_id for claimed in in_flight.values() for job_id, _ in claimed])
+        except BaseException:  # Ctrl-C can land between a claim and its bookkeeping: hand back every claimed job
+            job_rows.release(conn, job_ids)
             pool.shutdown(wait=False, cancel_futures=True)
             raise
 

@@ -240,15 +240,16 @@ def fail(conn: sqlite3.Connection, job_ids: Sequence[int], reason: str) -> None:
 
 
 def release(conn: sqlite3.Connection, job_ids: Sequence[int]) -> None:
-    """Put claimed-but-unfinished jobs back in the queue (an interrupted run hands its work back)."""
+    """Put the jobs among ``job_ids`` that this process claimed and has not finished back in the queue (an
+    interrupted run hands its work back; jobs another process runs are left alone)."""
     if not job_ids:
         return
     with write(conn):
         for chunk in chunked(list(job_ids)):
             conn.execute(
                 "UPDATE jobs SET status = 'queued', owner_pid = NULL, started_at = NULL "
-                f"WHERE status = 'running' AND id IN ({placeholders(len(chunk))})",
-                chunk,
+                f"WHERE status = 'running' AND owner_pid = ? AND id IN ({placeholders(len(chunk))})",
+                (os.getpid(), *chunk),
             )
 
 
