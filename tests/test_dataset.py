@@ -2,8 +2,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -11,6 +9,7 @@ import pytest
 from dogbreed import dataset
 from dogbreed.errors import DogbreedError
 from dogbreed.synthetic import make_synthetic
+from tests.servers import Server
 
 
 @pytest.fixture
@@ -103,57 +102,16 @@ def _tar_bytes(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-class _Server:
-    """A local HTTP server on 127.0.0.1 with HTTP Range support; it can cut the first response short."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files, self.requests, self.cut_first = files, [], set()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                name = self.path.rsplit("/", 1)[-1]
-                rng = self.headers.get("Range")
-                server.requests.append((name, rng))
-                data = server.files.get(name)
-                if data is None:
-                    self.send_error(404)
-                    return
-                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
-                self.send_response(206 if rng else 200)
-                if rng:
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                body = data[start:]
-                if name in server.cut_first:
-                    server.cut_first.discard(name)
-                    body = body[: len(body) // 2]  # the connection drops half way
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/dogs/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server(synth):
     images = {f"Images/{p.parent.name}/{p.name}": p.read_bytes() for p in sorted((synth / "Images").rglob("*.jpg"))}
     lists = {p.name: p.read_bytes() for p in (synth / "lists").glob("*.mat")}  # bare, as Stanford ships them
-    srv = _Server({"images.tar": _tar_bytes(images), "lists.tar": _tar_bytes(lists)})
-    yield srv
-    srv.close()
+    with Server({"images.tar": _tar_bytes(images), "lists.tar": _tar_bytes(lists)}) as srv:
+        yield srv
 
 
 def test_download_resumes_checks_and_extracts_idempotently(cli, server, tmp_path):
-    server.cut_first.add("images.tar")
+    server.behaviour["images.tar"] = "cut_once"
     dest = tmp_path / "stanford"
     result = cli("dataset", "download", "--dir", dest, "--url", server.url, expect=1)
     assert "run the same command again to resume" in result.output

@@ -10,7 +10,6 @@ decode huge under a memory ulimit, a read-only or full file system (a private mo
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -26,12 +25,10 @@ import struct
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 import zlib
 from collections.abc import Callable
 from functools import cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -41,6 +38,7 @@ from dogbreed.errors import DogbreedError
 from dogbreed.synthetic import make_synthetic
 from tests.conftest import make_checkpoint
 from tests.images import encode, jpeg_bytes, picture, png_bomb, write
+from tests.servers import Server
 
 ESC_NAME = "evil\x1b[2J\x1b]0;pwned\x07[/][bold red]x"  # clears the screen, retitles it, breaks Rich markup
 
@@ -351,134 +349,6 @@ def test_a_well_formed_archive_extracts_exactly_its_files(tmp_path):
 
 
 # ---------------------------------------------------------------- downloads: a misbehaving 127.0.0.1 server
-
-
-class Server:
-    """An HTTP server on 127.0.0.1 that serves ``files`` and misbehaves per file as ``behaviour`` says. Every
-    handler ends by itself (a stop event, a time cap, the client leaving)."""
-
-    def __init__(self, files: dict[str, bytes], behaviour: dict[str, str] | None = None):
-        self.files, self.behaviour, self.requests = dict(files), dict(behaviour or {}), []
-        self.stop = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                name = self.path.rsplit("/", 1)[-1]
-                rng = self.headers.get("Range")
-                server.requests.append((name, rng))
-                data = server.files.get(name)
-                how = server.behaviour.get(name, "normal")
-                if data is None and how == "normal":
-                    self.send_error(404)
-                    return
-                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    getattr(server, f"_{how}")(self, data or b"", start, rng)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/dogs/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    @staticmethod
-    def _normal(h, data, start, rng):
-        h.send_response(206 if rng else 200)
-        if rng:
-            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        h.send_header("Content-Length", str(len(data) - start))
-        h.end_headers()
-        h.wfile.write(data[start:])
-
-    def _endless(self, h, data, start, rng):  # no Content-Length, never ends on its own (10 s cap)
-        h.send_response(200)
-        h.end_headers()
-        chunk, until = b"\0" * (1 << 16), time.monotonic() + 10
-        while not self.stop.is_set() and time.monotonic() < until:
-            h.wfile.write(chunk)
-
-    @staticmethod
-    def _liar(h, data, start, rng):  # announces a terabyte
-        h.send_response(200)
-        h.send_header("Content-Length", str(10**12))
-        h.end_headers()
-        h.wfile.write(b"\0" * 1024)
-
-    def _drip(self, h, data, start, rng):  # one byte every 0.2 s
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        for i in range(len(data)):
-            if self.stop.wait(0.2):
-                return
-            h.wfile.write(data[i : i + 1])
-
-    def _silent(self, h, data, start, rng):  # headers, then one byte every 20 s
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        for i in range(len(data)):
-            if self.stop.wait(20):
-                return
-            h.wfile.write(data[i : i + 1])
-
-    def _header_drip(self, h, data, start, rng):  # the headers never end
-        h.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-        until = time.monotonic() + 15
-        while not self.stop.wait(0.2) and time.monotonic() < until:
-            h.wfile.write(b"x")
-
-    def _steady(self, h, data, start, rng):  # a steady 32 KB/s, honouring Range
-        h.send_response(206 if rng else 200)
-        if rng:
-            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        h.send_header("Content-Length", str(len(data) - start))
-        h.end_headers()
-        for i in range(start, len(data), 4096):
-            if self.stop.wait(0.125):
-                return
-            h.wfile.write(data[i : i + 4096])
-
-    @staticmethod
-    def _wrong_offset(h, data, start, rng):  # 206 whatever was asked, always from byte 0
-        h.send_response(206 if rng else 200)
-        if rng:
-            h.send_header("Content-Range", f"bytes 0-{len(data) - 1}/{len(data)}")
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
-
-    @staticmethod
-    def _no_content_range(h, data, start, rng):  # 206 without saying which bytes
-        h.send_response(206 if rng else 200)
-        h.send_header("Content-Length", str(len(data) - start))
-        h.end_headers()
-        h.wfile.write(data[start:] if rng else data)
-
-    @staticmethod
-    def _ignores_range(h, data, start, rng):  # a plain 200 whatever was asked
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
-
-    @staticmethod
-    def _to_file(h, data, start, rng):  # redirects to a local file
-        h.send_response(302)
-        h.send_header("Location", "file:///etc/passwd")
-        h.send_header("Content-Length", "0")
-        h.end_headers()
 
 
 @pytest.fixture(scope="module")
