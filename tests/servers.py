@@ -50,12 +50,16 @@ class Server:
 
     @staticmethod
     def _normal(h, data, start, rng):
+        Server._range_headers(h, data, start, rng)
+        h.wfile.write(data[start:])
+
+    @staticmethod
+    def _range_headers(h, data, start, rng):
         h.send_response(206 if rng else 200)
         if rng:
             h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         h.send_header("Content-Length", str(len(data) - start))
         h.end_headers()
-        h.wfile.write(data[start:])
 
     def _endless(self, h, data, start, rng):  # no Content-Length, never ends on its own (10 s cap)
         h.send_response(200)
@@ -72,20 +76,17 @@ class Server:
         h.wfile.write(b"\0" * 1024)
 
     def _drip(self, h, data, start, rng):  # one byte every 0.2 s
-        h.send_response(200)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        for i in range(len(data)):
-            if self.stop.wait(0.2):
-                return
-            h.wfile.write(data[i : i + 1])
+        self._trickle(h, data, every=0.2)
 
     def _silent(self, h, data, start, rng):  # headers, then one byte every 20 s
+        self._trickle(h, data, every=20)
+
+    def _trickle(self, h, data, every: float):
         h.send_response(200)
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         for i in range(len(data)):
-            if self.stop.wait(20):
+            if self.stop.wait(every):
                 return
             h.wfile.write(data[i : i + 1])
 
@@ -131,11 +132,7 @@ class Server:
 
     def _cut_once(self, h, data, start, rng):  # the first response drops half way; later ones are normal
         self.behaviour[h.path.rsplit("/", 1)[-1]] = "normal"
-        h.send_response(206 if rng else 200)
-        if rng:
-            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        h.send_header("Content-Length", str(len(data) - start))
-        h.end_headers()
+        self._range_headers(h, data, start, rng)
         h.wfile.write(data[start : start + (len(data) - start) // 2])
 
     @staticmethod
