@@ -96,7 +96,7 @@ class Model:
             for row, (i, _) in enumerate(chunk):
                 probs = breed_probs(self.engine.spec.classes, scores.probs[row])
                 dog = float(scores.dog[row]) if scores.dog is not None else None
-                results[i] = Prediction(labels[i], rank(probs, top_k), dog, self.name)
+                results[i] = Prediction(labels[i], rank(probs, top_k, self.engine.spec.names), dog, self.name)
         return [r for r in results if r is not None]
 
 

@@ -8,9 +8,11 @@ and its display name ("Golden retriever") is what people read.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import re
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 
 from dogbreed.errors import DogbreedError
 
@@ -139,14 +141,19 @@ STANFORD_FOLDERS: tuple[str, ...] = (
 )
 
 _FOLDER_RE = re.compile(r"^(n\d{8})-(.+)$")
+OWN_PREFIX = "own:"  # own breeds' keys; a WordNet id is n + 8 digits, so the two can never collide
+OWN_KEY_RE = re.compile(r"^own:[a-z0-9]+(?:-[a-z0-9]+)*$")
+MAX_NAME = 64
 
 
 @dataclass(frozen=True)
 class Breed:
-    index: int
-    wnid: str
-    folder: str
-    name: str
+    index: int  # Stanford's order (own breeds: -1)
+    wnid: str  # the breed's key: its WordNet id, or own:<slug> for a breed of the user's own
+    folder: str  # Stanford's folder name ("" for own breeds)
+    name: str  # what people read
+    own: bool = False
+    note: str = ""
 
 
 def _display_name(folder: str) -> str:
@@ -161,49 +168,121 @@ BY_WNID: dict[str, Breed] = {b.wnid: b for b in BREEDS}
 
 
 def _key(text: str) -> str:
-    """Case- and separator-insensitive key: 'Golden_Retriever', 'golden retriever' and 'golden-retriever' agree."""
-    return re.sub(r"[^0-9a-z]", "", text.lower())
+    """Case- and separator-insensitive key: 'Golden_Retriever', 'golden retriever' and 'golden-retriever' agree
+    (letters of any script count; punctuation and spaces do not)."""
+    return re.sub(r"[\W_]+", "", text.casefold())
 
 
-@cache
-def _lookup_table() -> dict[str, Breed]:
-    table: dict[str, Breed] = {}
-    for b in BREEDS:
-        for alias in (b.wnid, b.folder, b.name, b.folder.split("-", 1)[1]):
-            table[_key(alias)] = b
-    return table
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"[\W_]+", text.casefold()) if w]
+
+
+def is_own(key: str | None) -> bool:
+    return bool(key) and key.startswith(OWN_PREFIX)
+
+
+def _aliases(b: Breed) -> tuple[str, ...]:
+    return (b.wnid, b.name) if b.own else (b.wnid, b.folder, b.name, b.folder.split("-", 1)[1])
+
+
+def _word_match(query: list[str], name: str) -> bool:
+    """Every query word starts a different word of ``name`` ('golden' -> Golden retriever, 'ger shep' -> German
+    shepherd)."""
+    words = _words(name)
+    for q in query:
+        hit = next((w for w in words if w.startswith(q)), None)
+        if hit is None:
+            return False
+        words.remove(hit)
+    return True
+
+
+class Vocabulary:
+    """Stanford's 120 breeds plus the user's own (from the store): the one breed matcher every option that takes
+    a breed goes through. A name matches exactly (case and separators ignored) or, failing that, by a unique
+    prefix or word match; an ambiguous name lists the candidates; an unknown one suggests close names and says how
+    to add a breed of one's own, so a typo never creates a breed."""
+
+    def __init__(self, own: Iterable[Breed] = ()):
+        self.own = tuple(own)
+        self.breeds = BREEDS + self.own
+        self.by_key = {b.wnid: b for b in self.breeds}
+        self._exact = {_key(alias): b for b in self.breeds for alias in _aliases(b)}
+
+    def find(self, text: str) -> Breed | None:
+        """The breed named exactly by a key, Stanford folder name or name (case and separators ignored)."""
+        return self._exact.get(_key(text))
+
+    def candidates(self, text: str) -> list[Breed]:
+        """Breeds a partial name could mean: a prefix of the name, or every word starting a word of it."""
+        key, words = _key(text), _words(text)
+        if not key:
+            return []
+        found = [b for b in self.breeds if _key(b.name).startswith(key) or (words and _word_match(words, b.name))]
+        return found
+
+    def resolve(self, text: str) -> Breed:
+        breed = self.find(text)
+        if breed is not None:
+            return breed
+        found = self.candidates(text)
+        if len(found) == 1:
+            return found[0]
+        shown = repr(text[:80])
+        if found:
+            names = ", ".join(b.name for b in found[:8]) + (", ..." if len(found) > 8 else "")
+            raise DogbreedError(f"breed {shown} is ambiguous: it could be {names}; say which")
+        close = self.suggestions(text)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise DogbreedError(
+            f"unknown breed {shown}.{hint} ('dogbreed breeds' lists them; a breed of your own: "
+            "'dogbreed breeds add NAME')"
+        )
+
+    def matching(self, text: str) -> list[Breed]:
+        """Breeds whose key, folder or name contains ``text`` (case and separators ignored)."""
+        key = _key(text)
+        return [b for b in self.breeds if any(key in _key(alias) for alias in _aliases(b))]
+
+    def suggestions(self, text: str, n: int = 3) -> list[str]:
+        """Names of the breeds closest to an unknown name, best first."""
+        keys = difflib.get_close_matches(_key(text), list(self._exact), n=n * 3, cutoff=0.5)
+        names: list[str] = []
+        for k in keys:
+            if self._exact[k].name not in names:
+                names.append(self._exact[k].name)
+        return names[:n]
+
+    def name(self, key: str | None, names: dict[str, str] | None = None) -> str:
+        """What to call a breed key: the store's name, else the name the model file carries (``names``), else
+        the key itself."""
+        if key is None:
+            return ""
+        breed = self.by_key.get(key)
+        if breed is not None:
+            return breed.name
+        return (names or {}).get(key) or key
+
+
+STANFORD = Vocabulary()
 
 
 def find_breed(text: str) -> Breed | None:
-    """The breed named by a WordNet id, Stanford folder name or display name, or None."""
-    return _lookup_table().get(_key(text))
+    """The Stanford breed named by a WordNet id, folder name or display name, or None."""
+    return STANFORD.find(text)
 
 
 def matching_breeds(text: str) -> list[Breed]:
-    """Breeds whose WordNet id, folder or name contains ``text``, ignoring case and separators."""
-    key = _key(text)
-    return [b for b in BREEDS if key in _key(b.wnid) or key in _key(b.folder) or key in _key(b.name)]
+    return STANFORD.matching(text)
 
 
 def suggestions(text: str, n: int = 3) -> list[str]:
-    """Display names of the breeds closest to an unknown name, best first."""
-    table = _lookup_table()
-    keys = difflib.get_close_matches(_key(text), list(table), n=n * 3, cutoff=0.5)
-    names: list[str] = []
-    for k in keys:
-        if table[k].name not in names:
-            names.append(table[k].name)
-    return names[:n]
+    return STANFORD.suggestions(text, n)
 
 
-def resolve_breed(text: str) -> Breed:
-    """The breed named by ``text``; an unknown name is a DogbreedError that suggests close matches."""
-    breed = find_breed(text)
-    if breed is not None:
-        return breed
-    close = suggestions(text)
-    hint = f" Did you mean: {', '.join(close)}?" if close else " Run 'dogbreed breeds' to see all 120."
-    raise DogbreedError(f"unknown breed {text!r}.{hint}")
+def resolve_breed(text: str, vocabulary: Vocabulary | None = None) -> Breed:
+    """The breed named by ``text`` (exactly, or by a unique prefix or word match), else a one-line error."""
+    return (vocabulary or STANFORD).resolve(text)
 
 
 def breed_from_folder(folder_name: str) -> Breed | None:
@@ -214,9 +293,44 @@ def breed_from_folder(folder_name: str) -> Breed | None:
     return BY_WNID.get(match.group(1))
 
 
-def display_name(wnid: str | None) -> str:
-    """Human name for a stored WordNet id (the id itself if it is not one of the 120)."""
-    if wnid is None:
-        return ""
-    breed = BY_WNID.get(wnid)
-    return breed.name if breed else wnid
+def display_name(wnid: str | None, names: dict[str, str] | None = None) -> str:
+    """Human name for a stored breed key: Stanford's name, else one given in ``names`` (own breeds, from a model
+    file or the store), else the key itself."""
+    return STANFORD.name(wnid, names)
+
+
+# ---------------------------------------------------------------- the user's own breeds
+
+
+def check_own_name(text: str) -> str:
+    """A new breed's name, tidied (spaces collapsed), or a one-line error saying what is wrong with it."""
+    name = " ".join(str(text).split())
+    if not name:
+        raise DogbreedError("a breed name cannot be empty")
+    if len(name) > MAX_NAME:
+        raise DogbreedError(f"a breed name has at most {MAX_NAME} characters ({len(name)} given)")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in name):
+        raise DogbreedError("a breed name cannot contain control or invisible characters")
+    if not any(c.isalpha() for c in name):
+        raise DogbreedError(f"a breed name needs at least one letter ({name!r} has none)")
+    if _FOLDER_RE.match(name) or re.fullmatch(r"n\d{8}", name) or name.casefold().startswith(OWN_PREFIX):
+        raise DogbreedError(f"{name!r} looks like a breed key, not a name; give the breed's name")
+    return name
+
+
+def own_key(name: str, taken: Iterable[str]) -> str:
+    """A stable key for a new own breed: ``own:`` and an ASCII slug of its name (a number added if taken)."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = "-".join(w for w in re.split(r"[^a-z0-9]+", ascii_name.lower()) if w)[:48].strip("-")
+    if not slug:
+        slug = "breed-" + hashlib.sha256(name.encode()).hexdigest()[:10]
+    used = set(taken)
+    key, n = OWN_PREFIX + slug, 2
+    while key in used:
+        key, n = f"{OWN_PREFIX}{slug}-{n}", n + 1
+    return key
+
+
+def match_key(name: str) -> str:
+    """What two names must not share to be different breeds (case and separators ignored)."""
+    return _key(name)

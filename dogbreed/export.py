@@ -94,10 +94,7 @@ def default_output(source: ModelSource, fmt: str, int8: bool) -> Path:
     from dogbreed.config import resolve_paths
     from dogbreed.files import safe_name
 
-    stem = Path(source.ref).stem if source.kind == "checkpoint" else (source.arch or "model")
-    if source.weights_file:
-        stem = f"{source.arch}-{Path(source.weights_file).stem}"
-    return resolve_paths().exports / f"{safe_name(stem)}{'-int8' if int8 else ''}{SUFFIXES[fmt]}"
+    return resolve_paths().exports / f"{safe_name(source.stem)}{'-int8' if int8 else ''}{SUFFIXES[fmt]}"
 
 
 def output_path(request: ExportRequest) -> Path:

@@ -29,6 +29,7 @@ class UploadResult:
     status: str  # "new", "duplicate" or "refused"
     reason: str | None = None
     image: image_rows.ImageRecord | None = None
+    ground_truth_name: str | None = None
 
     @property
     def image_id(self) -> int | None:
@@ -41,7 +42,7 @@ class UploadResult:
             data.update(self.image.to_dict())
         else:  # a refusal: the same keys, nothing stored
             data.update(dict.fromkeys(f.name for f in fields(image_rows.ImageRecord)))
-        data["ground_truth_name"] = display_name(data["ground_truth"]) or None
+        data["ground_truth_name"] = self.ground_truth_name or display_name(data["ground_truth"]) or None
         return data
 
 
@@ -154,6 +155,9 @@ def upload(
 ) -> Iterator[UploadResult]:
     """Validate files outside any transaction, store each batch in one short transaction, and yield each file's
     outcome (in the order given) once it is committed."""
+    from dogbreed.labels import vocabulary
+
+    names = vocabulary(conn)
     for start in range(0, len(files), BATCH):
         batch = files[start : start + BATCH]
         prepared = [
@@ -170,7 +174,9 @@ def upload(
             done = next(stored)
             record = records.get(done.image_id)
             note = "ground truth added to the stored image" if done.labelled else _label_kept(record, item.ground_truth)
-            yield UploadResult(printable(str(path)), "new" if done.created else "duplicate", note, record)
+            status = "new" if done.created else "duplicate"
+            label = names.name(record.ground_truth) if record and record.ground_truth else None
+            yield UploadResult(printable(str(path)), status, note, record, label)
 
 
 def _label_kept(stored: image_rows.ImageRecord | None, asked: str | None) -> str | None:

@@ -192,11 +192,14 @@ def init_worker(source: ModelSource, choice: Choice, db_path: str, threads: int,
 
 
 def breed_probs(classes: tuple[str, ...], row: Any) -> dict[str, float]:
-    """Probabilities over all 120 breeds in canonical order; breeds the model was not trained on get 0."""
-    from dogbreed.breeds import BREEDS
+    """Probabilities over all 120 Stanford breeds in canonical order (breeds the model was not trained on get 0),
+    then the model's own breeds in its order."""
+    from dogbreed.breeds import BREEDS, BY_WNID
 
     known = {w: float(p) for w, p in zip(classes, row)}
-    return {b.wnid: known.get(b.wnid, 0.0) for b in BREEDS}
+    probs = {b.wnid: known.get(b.wnid, 0.0) for b in BREEDS}
+    probs.update((w, p) for w, p in known.items() if w not in BY_WNID)
+    return probs
 
 
 def _failure(job_id: int, image_id: int, exc: BaseException) -> JobOutcome:
@@ -231,7 +234,7 @@ def run_batch(claimed: list[tuple[int, int]]) -> list[JobOutcome]:
         for i, (job_id, image_id) in enumerate(ok):
             dog = float(scores.dog[i]) if scores.dog is not None else None
             probs = breed_probs(engine.spec.classes, scores.probs[i])
-            outcomes.append(JobOutcome(job_id, image_id, None, probs, dog, per_image))
+            outcomes.append(JobOutcome(job_id, image_id, None, probs, dog, per_image, engine.spec.names or None))
     return [o if o.seconds else JobOutcome(o.job_id, o.image_id, o.error, seconds=per_image) for o in outcomes]
 
 

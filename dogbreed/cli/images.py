@@ -8,11 +8,15 @@ import typer
 
 from dogbreed.cli import app
 from dogbreed.cli.common import (
+    CheckpointOpt,
     Column,
     CsvOpt,
     JsonOpt,
+    ModelOpt,
     NlOpt,
     QuietOpt,
+    RunOpt,
+    WeightsOpt,
     cell,
     emit,
     examples,
@@ -31,6 +35,7 @@ from dogbreed.errors import DogbreedError
 from dogbreed.imagenet import DOG_THRESHOLD
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: bigger ids cannot exist
+UNCERTAIN_BELOW = 0.5  # list --uncertain: a top-1 probability below this is worth a look
 
 
 def dog_mark(p: float | None) -> str:
@@ -98,18 +103,18 @@ def upload_cmd(
     """Store photos with their bytes; duplicates are reported, broken files refused with the reason."""
     from rich.progress import Progress
 
-    from dogbreed.breeds import resolve_breed
+    from dogbreed import labels
     from dogbreed.cli.common import err
     from dogbreed.ingest import expand_paths, upload
 
     fmt = output_format(as_json, as_csv, as_nl)
-    breed = resolve_breed(ground_truth) if ground_truth else None
-    if breed and label_from_folder:
+    if ground_truth and label_from_folder:
         raise DogbreedError("use either --ground-truth or --label-from-folder, not both")
+    conn = open_db(ctx)
+    breed = labels.resolve(conn, ground_truth) if ground_truth else None
     files, results = expand_paths(paths)
     if filename and len(files) != 1:
         raise DogbreedError(f"--filename needs exactly one file, got {len(files)}")
-    conn = open_db(ctx)
 
     def report(result: Any) -> None:  # --quiet keeps the refusals: the lines a user has to act on
         if fmt == "table" and (not quiet or result.status == "refused"):
@@ -164,32 +169,63 @@ def list_cmd(
         None, "--after", min=0, max=MAX_ID, help="Only ids greater than this (fast deep paging)."
     ),
     breed: str | None = typer.Option(None, "--breed", help="Only images with this ground truth."),
+    unlabelled: bool = typer.Option(False, "--unlabelled", help="Only images without a ground truth."),
+    wrong: bool = typer.Option(False, "--wrong", help="Only labelled images whose top-1 is not their label."),
+    uncertain: bool = typer.Option(
+        False, "--uncertain", help="Only images whose top-1 probability is below --min-probability, lowest first."
+    ),
+    min_probability: float = typer.Option(
+        UNCERTAIN_BELOW, "--min-probability", min=0.0, max=1.0, help="With --uncertain: the threshold."
+    ),
+    checkpoint: CheckpointOpt = None,
+    model: ModelOpt = None,
+    weights: WeightsOpt = None,
+    run: RunOpt = None,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
     as_nl: NlOpt = False,
 ) -> None:
-    """List stored images (never their bytes) with their latest top-1 prediction and dog probability."""
-    from dogbreed.breeds import display_name, resolve_breed
+    """List stored images (never their bytes) with their latest top-1 prediction and dog probability.
+
+    --unlabelled, --wrong and --uncertain find what to label next. --wrong and --uncertain look at each image's
+    newest prediction, or the newest of the model named by --model/--checkpoint/--run.
+    """
+    from dogbreed import labels
     from dogbreed.store import images
 
     fmt = output_format(as_json, as_csv, as_nl)
-    wnid = resolve_breed(breed).wnid if breed else None
+    if unlabelled and (wrong or breed):
+        raise DogbreedError("--unlabelled lists images without a label: drop --wrong/--breed")
+    if min_probability != UNCERTAIN_BELOW and not uncertain:
+        raise DogbreedError("--min-probability goes with --uncertain")
     conn = open_db(ctx)
+    vocabulary = labels.vocabulary(conn)
+    named = (checkpoint, model, run) != (None, None, None)
+    only = images.ImageFilter(
+        breed=vocabulary.resolve(breed).wnid if breed else None,
+        after_id=after,
+        unlabelled=unlabelled,
+        wrong=wrong,
+        below=min_probability if uncertain else None,
+        model_key=resolve_model_key(conn, checkpoint, model, weights, run) if named else None,
+    )
     rows = []
-    for item in images.list_images(conn, limit=limit, offset=offset, after_id=after, breed=wnid):
+    for item in images.list_images(conn, limit=limit, offset=offset, only=only):
         row = item.to_dict()
-        row["ground_truth_name"] = display_name(item.ground_truth) or None
-        row["top1_name"] = display_name(item.top1) or None
+        row["ground_truth_name"] = vocabulary.name(item.ground_truth) or None
+        row["top1_name"] = vocabulary.name(item.top1) or None
         row["not_a_dog"] = not_a_dog(item.dog_probability)
         rows.append(row)
-    first_page = offset == 0 and after is None and wnid is None
-    emit(
-        rows,
-        LIST_COLUMNS,
-        fmt,
-        title="images",
-        empty="no images yet: add some with 'dogbreed upload PATH'" if first_page else "no more images",
-    )
+    filtered = only.breed or unlabelled or only.by_prediction
+    first_page = offset == 0 and after is None and not filtered
+    empty = "no images yet: add some with 'dogbreed upload PATH'" if first_page else "no (more) images"
+    emit(rows, LIST_COLUMNS, fmt, title="images", empty=empty)
+
+
+def resolve_model_key(conn: Any, checkpoint: Any, model: Any, weights: Any, run: Any) -> str:
+    from dogbreed.models import sources
+
+    return sources.resolve(conn, checkpoint=checkpoint, model=model, weights=weights, run=run).key
 
 
 # ---------------------------------------------------------------- show
@@ -200,12 +236,12 @@ def show_cmd(
     ctx: typer.Context,
     image_id: int = typer.Argument(..., metavar="ID", min=0, max=MAX_ID, help="Image id."),
     top_k: int = top_k_opt(5),
-    all_breeds: bool = typer.Option(False, "--all-breeds", help="Every breed the model knows (up to 120)."),
+    all_breeds: bool = typer.Option(False, "--all-breeds", help="Every breed the model knows."),
     all_old: bool = typer.Option(False, "--all", hidden=True, help="Old name of --all-breeds."),
     as_json: JsonOpt = False,
 ) -> None:
     """Show one image's metadata and its predictions, newest first (never the bytes)."""
-    from dogbreed.breeds import display_name
+    from dogbreed import labels
     from dogbreed.store import images, predictions
 
     all_breeds = pick(all_breeds, all_old or None, "show --all", "--all-breeds", default=False)
@@ -213,17 +249,18 @@ def show_cmd(
     image = images.get_image(conn, image_id)
     if image is None:
         raise DogbreedError(f"no image with id {image_id}; see 'dogbreed list'")
-    k = 120 if all_breeds else top_k
+    k = 1000 if all_breeds else top_k
     preds = predictions.for_image(conn, image_id)
+    label = labels.vocabulary(conn).name(image.ground_truth)
     if as_json:
         data = image.to_dict()
-        data["ground_truth_name"] = display_name(image.ground_truth) or None
+        data["ground_truth_name"] = label or None
         data["predictions"] = [prediction_json(p, k) for p in preds]
         print_json(data)
         return
     fields = [(key, getattr(image, key)) for key in ("filename", "format", "width", "height", "size_bytes")]
     fields += [("sha256", image.sha256), ("uploaded", when(image.created_at))]
-    fields.append(("ground truth", display_name(image.ground_truth) or "-"))
+    fields.append(("ground truth", label or "-"))
     out.print(key_value_table(fields, title=f"image {image_id}"))
     if not preds:
         out.print(f"no predictions yet: run 'dogbreed predict --id {image_id}'")

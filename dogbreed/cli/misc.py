@@ -1,4 +1,4 @@
-"""paths and breeds: where things live, and the 120 breeds."""
+"""paths: where things live."""
 
 from __future__ import annotations
 
@@ -23,33 +23,3 @@ def paths_cmd(ctx: typer.Context, as_json: JsonOpt = False, as_csv: CsvOpt = Fal
 
 
 app.command("info", help="Same as 'paths'.", hidden=True)(paths_cmd)
-
-
-BREED_COLUMNS = [
-    Column("index", "#", justify="right"),
-    Column("wnid", "WordNet id"),
-    Column("folder", "folder"),
-    Column("name", "name"),
-    Column("imagenet_index", "ImageNet class", justify="right"),
-]
-
-
-@app.command("breeds", epilog=examples("dogbreed breeds", "dogbreed breeds terrier", "dogbreed breeds --csv"))
-def breeds_cmd(
-    search: str | None = typer.Argument(None, metavar="[TEXT]", help="Only breeds whose name contains this text."),
-    as_json: JsonOpt = False,
-    as_csv: CsvOpt = False,
-    as_nl: NlOpt = False,
-) -> None:
-    """List the 120 Stanford Dogs breeds (WordNet id, folder name, display name, ImageNet class index)."""
-    from dogbreed.breeds import BREEDS, matching_breeds, suggestions
-    from dogbreed.imagenet import index_of
-
-    fmt = output_format(as_json, as_csv, as_nl)
-    rows = [
-        {"index": b.index, "wnid": b.wnid, "folder": b.folder, "name": b.name, "imagenet_index": index_of()[b.wnid]}
-        for b in (matching_breeds(search) if search else BREEDS)
-    ]
-    close = suggestions(search) if search and not rows else []
-    empty = f"no breed matches {search!r}" + (f"; did you mean: {', '.join(close)}?" if close else "")
-    emit(rows, BREED_COLUMNS, fmt, title=f"{len(rows)} breed{'s' if len(rows) != 1 else ''}", empty=empty)

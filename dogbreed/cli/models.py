@@ -91,7 +91,7 @@ def models_cmd(
     rows = []
     for m in zoo.ready_models():
         row = m.to_dict()
-        row["default"] = current.kind == "ready" and current.arch == m.name and not current.weights_file
+        row["default"] = current.is_ready(m.name)
         rows.append(row)
     chosen = {"model": current.name, "kind": current.kind, "ref": current.ref, "reason": current.reason}
     if fmt == "json":

@@ -257,7 +257,7 @@ def _summary_json(outcome: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
         "engine": outcome.choice.engine,
         "precision": outcome.choice.precision,
         "engine_note": outcome.choice.note,
-        "checkpoint": outcome.source.ref if outcome.source.kind != "ready" else None,
+        "checkpoint": outcome.source.file,
         "done": outcome.done,
         "failed": outcome.failed,
         "deleted_meanwhile": outcome.dropped,

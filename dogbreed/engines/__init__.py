@@ -26,9 +26,10 @@ import sqlite3
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
+from dogbreed.breeds import is_own
 from dogbreed.engines import cpu, guard
 from dogbreed.errors import DogbreedError
 from dogbreed.imaging import Preprocessing
@@ -56,9 +57,16 @@ REFERENCE = ("torch", "fp32")
 class ModelSpec:
     """What every engine knows about a loaded model, whatever runs it."""
 
-    classes: tuple[str, ...]  # WordNet ids of the outputs, in order
+    classes: tuple[str, ...]  # breed keys of the outputs, in order (WordNet ids, or own:... for your own breeds)
     preprocessing: Preprocessing
     has_dog: bool  # whether the model gives a dog probability
+    names: dict[str, str] = field(default_factory=dict)  # names of its own breeds, from the model file
+
+    @classmethod
+    def of(cls, classes: list[list[str]], preprocessing: Preprocessing, has_dog: bool) -> ModelSpec:
+        """The spec of a model file's [[key, name], ...] classes."""
+        names = {key: name for key, name in classes if is_own(key)}
+        return cls(tuple(key for key, _ in classes), preprocessing, has_dog, names)
 
 
 @dataclass

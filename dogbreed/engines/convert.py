@@ -36,7 +36,7 @@ def inference_graph(source: ModelSource) -> tuple[Any, ExportMeta]:
         raise DogbreedError(f"{source.ref} is already an exported model; export its checkpoint or run instead")
     net, spec = load_predictor(source)
     meta = ExportMeta(
-        classes=[[w, BY_WNID[w].name] for w in spec.classes],
+        classes=[[w, spec.names.get(w) or BY_WNID[w].name] for w in spec.classes],
         preprocessing=spec.preprocessing,
         has_dog=spec.has_dog,
         precision="fp32",

@@ -133,7 +133,7 @@ class OpenVinoEngine(Engine):
                 f"{source.name} is an {self.meta.precision} model; run it at "
                 f"{'int8' if self.meta.precision == 'int8' else 'fp32 or bf16'}"
             )
-        self.spec = ModelSpec(self.meta.wnids, self.meta.preprocessing, self.meta.has_dog)
+        self.spec = ModelSpec.of(self.meta.classes, self.meta.preprocessing, self.meta.has_dog)
         self._threads = os.cpu_count() or 1
         self._compiled: Any = None
         self._request: Any = None

@@ -33,7 +33,7 @@ def load_predictor(source: ModelSource) -> tuple[torch.nn.Module, ModelSpec]:
     if source.kind == "checkpoint":
         model, meta = load_checkpoint(source.ref)
         net = Predictor(model)
-        return net.eval(), ModelSpec(tuple(meta.wnids), meta.preprocessing, net.has_dog)
+        return net.eval(), ModelSpec.of(meta.classes, meta.preprocessing, net.has_dog)
     if source.kind == "ready":
         from dogbreed.models import zoo
 

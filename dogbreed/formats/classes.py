@@ -20,21 +20,31 @@ Bad = Callable[[str], DogbreedError]
 
 
 def check_classes(value: Any, bad: Bad) -> list[list[str]]:
-    """[[WordNet id, name], ...] in output order: 2 to 1000 known breeds, none twice, names from our table."""
-    from dogbreed.breeds import BY_WNID
+    """[[key, name], ...] in output order: 2 to 1000 breeds, none twice. A Stanford breed (its WordNet id) takes
+    its name from our table; a breed of the user's own (``own:...``) keeps the file's name, which must be a
+    plausible breed name (short, no control characters): it is printed wherever the model's answers are."""
+    from dogbreed.breeds import BY_WNID, OWN_KEY_RE, check_own_name
 
-    pairs_text = f"'classes' must be a list of 2 to {MAX_CLASSES} [WordNet id, name] pairs"
+    pairs_text = f"'classes' must be a list of 2 to {MAX_CLASSES} [key, name] pairs"
     if not isinstance(value, list) or not 2 <= len(value) <= MAX_CLASSES:
         raise bad(pairs_text)
     if not all(isinstance(c, (list, tuple)) and len(c) == 2 and all(isinstance(s, str) for s in c) for c in value):
         raise bad(pairs_text)
-    wnids = [c[0] for c in value]
-    if len(set(wnids)) != len(wnids):
+    keys = [c[0] for c in value]
+    if len(set(keys)) != len(keys):
         raise bad("'classes' names a breed twice")
-    unknown = [w for w in wnids if w not in BY_WNID]
-    if unknown:
-        raise bad(f"{unknown[0][:20]!r} in 'classes' is not one of the 120 Stanford breeds")
-    return [[w, BY_WNID[w].name] for w in wnids]
+    out = []
+    for key, name in value:
+        if key in BY_WNID:
+            out.append([key, BY_WNID[key].name])
+        elif OWN_KEY_RE.match(key) and len(key) <= 80:
+            try:
+                out.append([key, check_own_name(name)])
+            except DogbreedError:
+                raise bad(f"the name of {key!r} in 'classes' is not a usable breed name") from None
+        else:
+            raise bad(f"{key[:20]!r} in 'classes' is not one of the 120 Stanford breeds nor an own key (own:...)")
+    return out
 
 
 def check_size(value: Any, key: str, bad: Bad, *, optional: bool = False) -> int | None:

@@ -57,6 +57,22 @@ class ModelSource:
         weights = f" --weights {shlex.quote(self.weights_file)}" if self.weights_file else ""
         return f"--model {self.arch}{weights}"
 
+    @property
+    def file(self) -> str | None:
+        """The model's own file (a checkpoint or an export); None for a ready ImageNet model."""
+        return None if self.kind == "ready" else self.ref
+
+    @property
+    def stem(self) -> str:
+        """A short file-name stem for things made from this model (exports)."""
+        if self.weights_file:
+            return f"{self.arch}-{Path(self.weights_file).stem}"
+        return Path(self.ref).stem if self.kind != "ready" else (self.arch or "model")
+
+    def is_ready(self, arch: str) -> bool:
+        """Whether this is the published ready model ``arch`` (not a local weights file)."""
+        return self.kind == "ready" and self.arch == arch and not self.weights_file
+
     def pin_value(self) -> str:
         """How the store's default-model setting names this model (``sources.pinned`` reads it back)."""
         if self.run_id is not None:

@@ -6,7 +6,10 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from dogbreed.errors import DogbreedError
+from dogbreed.store.breeds import known_key
 from dogbreed.store.db import chunked, placeholders, utcnow, write
+from dogbreed.store.labels import record_change
 
 _COLUMNS = "i.id, i.filename, i.sha256, i.format, i.width, i.height, i.size_bytes, i.ground_truth, i.created_at"
 
@@ -74,6 +77,8 @@ def insert_images(conn: sqlite3.Connection, images: Sequence[NewImage]) -> list[
 
 
 def _insert(conn: sqlite3.Connection, image: NewImage) -> Inserted:
+    if image.ground_truth and not known_key(conn, image.ground_truth):
+        raise DogbreedError(f"the breed {image.ground_truth!r} no longer exists; nothing was stored")
     existing = conn.execute("SELECT id FROM images WHERE sha256 = ?", (image.sha256,)).fetchone()
     if existing is not None:
         labelled = False
@@ -85,6 +90,8 @@ def _insert(conn: sqlite3.Connection, image: NewImage) -> Inserted:
                 ).rowcount
                 > 0
             )
+            if labelled:
+                record_change(conn, existing[0], None, image.ground_truth, "upload")
         return Inserted(existing[0], False, labelled)
     cur = conn.execute(
         "INSERT INTO images (filename, sha256, format, width, height, size_bytes, ground_truth, created_at) "
@@ -101,7 +108,41 @@ def _insert(conn: sqlite3.Connection, image: NewImage) -> Inserted:
         ),
     )
     conn.execute("INSERT INTO image_blobs (image_id, data) VALUES (?, ?)", (cur.lastrowid, image.data))
+    if image.ground_truth:
+        record_change(conn, cur.lastrowid, None, image.ground_truth, "upload")
     return Inserted(cur.lastrowid, True, False)
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """Which images a listing shows. ``wrong`` and ``below`` look at one prediction per image: the newest, or the
+    newest of ``model_key``'s; images without one are left out of those listings."""
+
+    breed: str | None = None  # this ground truth only
+    after_id: int | None = None  # keyset paging: ids greater than this
+    unlabelled: bool = False  # no ground truth yet
+    wrong: bool = False  # labelled, and the prediction's top-1 is not the label
+    below: float | None = None  # uncertain: the prediction's top-1 probability below this (most uncertain first)
+    model_key: str | None = None
+
+    @property
+    def by_prediction(self) -> bool:
+        return self.wrong or self.below is not None or self.model_key is not None
+
+
+def _where(f: ImageFilter) -> tuple[list[str], list]:
+    where, params = [], []
+    for clause, value, wanted in (
+        ("i.ground_truth = ?", f.breed, f.breed is not None),
+        ("i.id > ?", f.after_id, f.after_id is not None),
+        ("i.ground_truth IS NULL", None, f.unlabelled),
+        ("i.ground_truth IS NOT NULL AND p.top1 != i.ground_truth", None, f.wrong),
+        ("p.top1_prob < ?", f.below, f.below is not None),
+    ):
+        if wanted:
+            where.append(clause)
+            params += [] if value is None else [value]
+    return where, params
 
 
 def list_images(
@@ -111,25 +152,34 @@ def list_images(
     offset: int = 0,
     after_id: int | None = None,
     breed: str | None = None,
+    only: ImageFilter | None = None,
 ) -> list[ImageListing]:
-    """One page of images, oldest first, each with its newest prediction's top-1.
+    """One page of images, oldest first (most uncertain first with ``only.below``), each with its newest
+    prediction's top-1 (or ``only.model_key``'s).
 
     ``after_id`` pages by key (``id > after_id``), which stays fast at any depth; ``offset`` is kept for
     convenience and is fine on the id index up to a few hundred thousand rows.
     """
-    where, params = [], []
-    if breed is not None:
-        where.append("i.ground_truth = ?")
-        params.append(breed)
-    if after_id is not None:
-        where.append("i.id > ?")
-        params.append(after_id)
+    f = only or ImageFilter(breed=breed, after_id=after_id)
+    if not f.by_prediction:
+        where, params = _where(f)
+        sql = (
+            f"SELECT {_COLUMNS}, p.top1, p.top1_prob, p.dog_probability, p.model_name FROM "
+            f"(SELECT * FROM images i {'WHERE ' + ' AND '.join(where) if where else ''} "
+            "ORDER BY i.id LIMIT ? OFFSET ?) i" + _LATEST_PREDICTION + " ORDER BY i.id"
+        )
+        return [ImageListing(**dict(r)) for r in conn.execute(sql, (*params, limit, offset))]
+    model = "AND model_key = ? " if f.model_key is not None else ""
+    where, params = _where(f)
+    order = "p.top1_prob ASC, i.id" if f.below is not None else "i.id"
     sql = (
-        f"SELECT {_COLUMNS}, p.top1, p.top1_prob, p.dog_probability, p.model_name FROM "
-        f"(SELECT * FROM images i {'WHERE ' + ' AND '.join(where) if where else ''} "
-        "ORDER BY i.id LIMIT ? OFFSET ?) i" + _LATEST_PREDICTION + " ORDER BY i.id"
+        f"SELECT {_COLUMNS}, p.top1, p.top1_prob, p.dog_probability, p.model_name FROM images i "
+        "JOIN predictions p ON p.id = (SELECT id FROM predictions WHERE image_id = i.id "
+        f"{model}ORDER BY created_at DESC, id DESC LIMIT 1) "
+        f"{'WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order} LIMIT ? OFFSET ?"
     )
-    return [ImageListing(**dict(r)) for r in conn.execute(sql, (*params, limit, offset))]
+    head = [f.model_key] if f.model_key is not None else []
+    return [ImageListing(**dict(r)) for r in conn.execute(sql, (*head, *params, limit, offset))]
 
 
 def get_image(conn: sqlite3.Connection, image_id: int) -> ImageRecord | None:

@@ -41,6 +41,7 @@ class JobOutcome:
     probs: dict[str, float] | None = None
     dog_probability: float | None = None
     seconds: float = 0.0
+    class_names: dict[str, str] | None = None  # the names of the model's own breeds, if it has any
 
     @property
     def ok(self) -> bool:
@@ -194,13 +195,13 @@ def finish(
                 top1 = max(o.probs, key=o.probs.get)
                 conn.execute(
                     "INSERT INTO predictions (image_id, model_key, model_ref, model_name, top1, top1_prob, probs, "
-                    "dog_probability, device, engine, precision, job_id, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "dog_probability, device, engine, precision, job_id, created_at, class_names) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (image_id, model_key) DO UPDATE SET model_ref = excluded.model_ref, "
                     "model_name = excluded.model_name, top1 = excluded.top1, top1_prob = excluded.top1_prob, "
                     "probs = excluded.probs, dog_probability = excluded.dog_probability, device = excluded.device, "
                     "engine = excluded.engine, precision = excluded.precision, job_id = excluded.job_id, "
-                    "created_at = excluded.created_at",
+                    "created_at = excluded.created_at, class_names = excluded.class_names",
                     (
                         o.image_id,
                         model.key,
@@ -215,6 +216,7 @@ def finish(
                         precision,
                         o.job_id,
                         now,
+                        json.dumps(o.class_names, separators=(",", ":")) if o.class_names else None,
                     ),
                 )
                 done += 1

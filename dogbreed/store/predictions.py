@@ -1,7 +1,9 @@
 """Predictions: one per image per model, with the probability of every breed and of "a dog at all".
 
-``probs`` holds all 120 breeds in canonical order; a breed the model was not trained on is stored as exactly 0
-and is never ranked (a trained softmax gives every class it knows a positive probability).
+``probs`` holds all 120 Stanford breeds in canonical order, then the model's own breeds; a breed the model was not
+trained on is stored as exactly 0 and is never ranked (a trained softmax gives every class it knows a positive
+probability). ``class_names`` keeps the names of the model's own breeds, so a prediction still names a breed the
+store no longer has.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dogbreed.store.db import chunked, placeholders
 
 _COLUMNS = (
     "id, image_id, model_key, model_ref, model_name, top1, top1_prob, dog_probability, probs, device, engine, "
-    "precision, job_id, created_at"
+    "precision, job_id, created_at, class_names"
 )
 
 
@@ -27,10 +29,11 @@ class BreedScore:
     probability: float
 
 
-def rank(probs: dict[str, float], k: int) -> list[BreedScore]:
-    """The k most probable breeds, best first; breeds at exactly 0 (unknown to the model) are left out."""
+def rank(probs: dict[str, float], k: int, names: dict[str, str] | None = None) -> list[BreedScore]:
+    """The k most probable breeds, best first; breeds at exactly 0 (unknown to the model) are left out. ``names``:
+    the names of the model's own breeds."""
     ranked = sorted(((w, p) for w, p in probs.items() if p > 0), key=lambda wp: wp[1], reverse=True)[:k]
-    return [BreedScore(w, display_name(w), p) for w, p in ranked]
+    return [BreedScore(w, display_name(w, names), p) for w, p in ranked]
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class PredictionRecord:
     job_id: int | None
     created_at: str
     probs: dict[str, float] = field(repr=False)
+    class_names: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def model(self) -> str:
@@ -56,13 +60,14 @@ class PredictionRecord:
         return self.model_name or self.model_ref
 
     def top(self, k: int) -> list[BreedScore]:
-        return rank(self.probs, k)
+        return rank(self.probs, k, self.class_names)
 
     def to_dict(self, top_k: int = 5) -> dict:
         data = asdict(self)
         del data["probs"]
         data["model"] = self.model
-        data["top1_name"] = display_name(self.top1)
+        del data["class_names"]
+        data["top1_name"] = display_name(self.top1, self.class_names)
         data["top"] = [asdict(s) for s in self.top(top_k)]
         return data
 
@@ -70,6 +75,7 @@ class PredictionRecord:
 def _record(row: sqlite3.Row) -> PredictionRecord:
     values = dict(row)
     values["probs"] = json.loads(values["probs"])
+    values["class_names"] = json.loads(values["class_names"] or "{}")
     return PredictionRecord(**values)
 
 

@@ -161,6 +161,39 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE engine_checks ADD COLUMN device TEXT",
         "ALTER TABLE engine_checks ADD COLUMN labelled INTEGER",
     ),
+    # 5: breeds of the user's own (a stable key that can never be a WordNet id, a name stored once), the history of
+    #    every label change, the exact images each split of a run trained on (runs on the store's labelled images,
+    #    so eval --run reproduces their test figures and later images never leak into an old test set), the
+    #    breed keys each run's model knows (so a breed in use cannot be removed), and the names of the own breeds
+    #    a prediction ranks (a model can know a breed the store no longer has).
+    (
+        """CREATE TABLE breeds (
+            key TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            match_key TEXT NOT NULL UNIQUE,
+            note TEXT,
+            created_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE label_changes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            image_id INTEGER NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+            old TEXT,
+            new TEXT,
+            how TEXT NOT NULL,
+            changed_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX ix_label_changes_image ON label_changes (image_id, id)",
+        """CREATE TABLE run_images (
+            run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            image_id INTEGER NOT NULL,
+            split TEXT NOT NULL CHECK (split IN ('train', 'val', 'test')),
+            label TEXT NOT NULL,
+            PRIMARY KEY (run_id, image_id)
+        )""",
+        "CREATE INDEX ix_run_images_split ON run_images (run_id, split, image_id)",
+        "ALTER TABLE runs ADD COLUMN classes TEXT",
+        "ALTER TABLE predictions ADD COLUMN class_names TEXT",
+    ),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

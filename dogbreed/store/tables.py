@@ -53,6 +53,7 @@ class PredictionRow(SQLModel, table=True):
     precision: str | None = None
     job_id: int | None = None
     created_at: str
+    class_names: str | None = None
 
 
 class JobRow(SQLModel, table=True):
@@ -102,6 +103,7 @@ class RunRow(SQLModel, table=True):
     last_checkpoint_path: str | None = None
     init_from: str | None = None
     precision: str | None = None
+    classes: str | None = None
 
 
 class EpochRow(SQLModel, table=True):
@@ -162,6 +164,33 @@ class SettingRow(SQLModel, table=True):
     key: str = Field(primary_key=True)
     value: str
     updated_at: str
+
+
+class BreedRow(SQLModel, table=True):
+    __tablename__ = "breeds"
+    key: str = Field(primary_key=True)
+    name: str
+    match_key: str = Field(unique=True)
+    note: str | None = None
+    created_at: str
+
+
+class LabelChangeRow(SQLModel, table=True):
+    __tablename__ = "label_changes"
+    id: int | None = Field(default=None, primary_key=True)
+    image_id: int = Field(foreign_key="images.id")
+    old: str | None = None
+    new: str | None = None
+    how: str
+    changed_at: str
+
+
+class RunImageRow(SQLModel, table=True):
+    __tablename__ = "run_images"
+    run_id: int = Field(primary_key=True, foreign_key="runs.id")
+    image_id: int = Field(primary_key=True)
+    split: str
+    label: str
 
 
 def read_only_engine(path: Path | str) -> Engine:
