@@ -35,10 +35,12 @@ def build_report(
     classes: list[str],
     keys: list[str],
     most_confused: int = MOST_CONFUSED,
+    names: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The full report: accuracy, top-5, macro F1, per-breed precision / recall / F1 / support (breeds in the truth
     or the predictions), the most-confused pairs, and the predictions themselves (``y_true``, ``y_pred``, ``paths``:
-    what the confusion matrix is drawn from)."""
+    what the confusion matrix is drawn from). ``names``: the names of own breeds among ``classes`` (kept in the
+    report as ``class_names``, so it names them whatever the store holds later)."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
     from dogbreed.breeds import display_name
@@ -62,7 +64,7 @@ def build_report(
         "per_breed": [
             {
                 "breed": classes[i],
-                "name": display_name(classes[i]),
+                "name": display_name(classes[i], names),
                 "precision": float(precision[i]),
                 "recall": float(recall[i]),
                 "f1": float(f1[i]),
@@ -74,6 +76,7 @@ def build_report(
             {"true": classes[i], "predicted": classes[j], "count": c} for c, i, j in pairs[:most_confused]
         ],
         "classes": classes,
+        "class_names": {k: v for k, v in (names or {}).items() if k in classes},
         "y_true": [int(v) for v in y_true],
         "y_pred": [int(v) for v in y_pred],
         "paths": keys,

@@ -59,6 +59,7 @@ def render_view(
     heading: str = "",
     model: str = "",
     dog_probability: float | None = None,
+    ground_truth_name: str | None = None,
 ) -> Path:
     """Photo (EXIF-oriented) on the left, horizontal bars of the top-k breeds (``BreedScore``s, only breeds the
     model knows) on the right, title "<breed> (<p>%)" coloured by correctness, the image and model named, and a
@@ -79,7 +80,7 @@ def render_view(
         ax_img.set_axis_off()
         caption = [heading] if heading else []
         if ground_truth:
-            caption.append(f"ground truth: {display_name(ground_truth)}")
+            caption.append(f"ground truth: {ground_truth_name or display_name(ground_truth)}")
         ax_img.set_title("\n".join(caption), fontsize=9)
         names = [s.breed for s in top][::-1]
         probs = [s.probability * 100 for s in top][::-1]
@@ -228,7 +229,12 @@ def _label_axes(ax: Any, names: list[str], fontsize: float, title: str) -> None:
 
 
 def render_confusion(
-    y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str], output: Path, title: str = ""
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    classes: Sequence[str],
+    output: Path,
+    title: str = "",
+    class_names: dict[str, str] | None = None,
 ) -> Path:
     """The confusion matrix, readable at 120 breeds: only breeds in the truth or the answers, ordered by
     clustering so that breeds mistaken for each other form blocks along the diagonal, names on both axes.
@@ -248,7 +254,7 @@ def render_confusion(
     cm = confusion_matrix(y_true, y_pred, labels=present)
     order = _confusion_order(cm)
     cm = cm[np.ix_(order, order)]
-    names = [display_name(classes[present[i]]) for i in order]
+    names = [display_name(classes[present[i]], class_names) for i in order]
     n = len(names)
     correct = int(np.trace(cm))
     heading = f"{title}  -  " if title else ""

@@ -391,7 +391,7 @@ def view_cmd(
     The photo, a bar chart of its top-k breeds (only breeds the model knows), a title coloured by correctness,
     the image id, file name and model, and a mark when the photo is probably not a dog.
     """
-    from dogbreed import viz
+    from dogbreed import labels, viz
     from dogbreed.store import images, predictions
 
     conn = open_db(ctx)
@@ -423,5 +423,6 @@ def view_cmd(
         heading=f"image {image_id}: {clean(image.filename)}",
         model=f"{clean(pred.model)} on {clean(pred.device)}, {when(pred.created_at)}",
         dog_probability=pred.dog_probability,
+        ground_truth_name=labels.vocabulary(conn).name(image.ground_truth) or None,
     )
     out.print(safe(path), soft_wrap=True)

@@ -461,7 +461,8 @@ def eval_cmd(
         r = outcome.report
         data = Path(outcome.data).name or outcome.data
         title = f"{outcome.source.name} on {data}" + ("" if outcome.data == outcome.split else f" ({outcome.split})")
-        viz.render_confusion(r["y_true"], r["y_pred"], r["classes"], plot, title=title)
+        names = r.get("class_names")
+        viz.render_confusion(r["y_true"], r["y_pred"], r["classes"], plot, title=title, class_names=names)
         err.print(f"wrote {safe(plot)}", soft_wrap=True)
     if fmt == "json":
         print_json(eval_json(outcome))
