@@ -180,18 +180,18 @@ class Store:
         self, paths: Iterable[str | Path], ground_truth: str | None = None, label_from_folder: bool = False
     ) -> list[Any]:
         """Store files, folders or globs (``UploadResult`` per file: status new / duplicate / refused)."""
-        from dogbreed.breeds import resolve_breed
+        from dogbreed import labels
         from dogbreed.ingest import expand_paths, upload
 
-        breed = resolve_breed(ground_truth) if ground_truth else None
+        breed = labels.resolve(self._conn, ground_truth) if ground_truth else None
         files, refused = expand_paths(str(p) for p in paths)
         return refused + list(upload(self._conn, files, ground_truth=breed, label_from_folder=label_from_folder))
 
     def images(self, limit: int = 50, offset: int = 0, after: int | None = None, breed: str | None = None) -> list[Any]:
-        from dogbreed.breeds import resolve_breed
+        from dogbreed import labels
         from dogbreed.store import images
 
-        wnid = resolve_breed(breed).wnid if breed else None
+        wnid = labels.resolve(self._conn, breed).wnid if breed else None
         return images.list_images(self._conn, limit=limit, offset=offset, after_id=after, breed=wnid)
 
     def image(self, image_id: int) -> Any:
@@ -215,6 +215,32 @@ class Store:
         from dogbreed.store import predictions
 
         return predictions.for_image(self._conn, image_id)
+
+    def breeds(self) -> list[Any]:
+        """Every breed this store knows: Stanford's 120, then your own (``Breed``: wnid is the key, own, note)."""
+        from dogbreed import labels
+
+        return list(labels.vocabulary(self._conn).breeds)
+
+    def add_breed(self, name: str, note: str | None = None) -> Any:
+        """Register a breed of your own (a DogbreedError if Stanford has it or it exists); returns its ``Breed``."""
+        from dogbreed import labels
+
+        return labels.add_breed(self._conn, name, note)
+
+    def remove_breed(self, name: str) -> Any:
+        """Forget one of your breeds, named exactly; refused while images or runs use it."""
+        from dogbreed import labels
+
+        return labels.remove_breed(self._conn, name)
+
+    def label(self, image_ids: int | Sequence[int], breed: str | None) -> Any:
+        """Set (or with None, clear) the ground truth of images: all of them, or none if an id does not exist.
+        Returns ``Labelled`` (breed, changed ids, unchanged ids)."""
+        from dogbreed import labels
+
+        ids = [image_ids] if isinstance(image_ids, int) else list(image_ids)
+        return labels.label(self._conn, ids, breed)
 
     def delete(self, image_ids: Sequence[int]) -> list[int]:
         from dogbreed.store import images
