@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed import dataset
+from dogbreed.datasets import archive
+from dogbreed.datasets import stanford as dataset
+from dogbreed.datasets.synthetic import make_synthetic
 from dogbreed.errors import DogbreedError
-from dogbreed.synthetic import make_synthetic
 from tests.servers import Server
 
 
@@ -148,7 +149,7 @@ def test_a_truncated_tar_is_refused(tmp_path):
     path = tmp_path / "images.tar"
     path.write_bytes(data[:6000])
     with pytest.raises(DogbreedError, match="truncated"):
-        dataset._check_tar(path)
+        archive.check_tar(path)
 
 
 def test_unreachable_server_is_a_one_line_error(cli, tmp_path):
