@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -134,92 +135,97 @@ def _stopped(url: str, done: int, why: str) -> DogbreedError:
     return DogbreedError(f"download of {url} {why}; stopped at {done:,} bytes: run the same command again to resume")
 
 
-def _receive(
-    url: str,
-    part: Path,
-    have: int,
-    cap: int,
-    limits: Limits,
-    deadline: _Deadline,
-    on_progress: Callable[[int, int | None], None],
-) -> tuple[int, int | None] | None:
-    """Ask for ``url`` from byte ``have`` on and write what comes to ``part``: (bytes in part, expected total), or
-    None when the server answered a resume with bytes from another offset (``part`` is then discarded)."""
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        response = deadline.opener().open(request, timeout=limits.stall_s)
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        if exc.code == 416 and have:  # nothing after byte `have`: the part is the whole file
-            return have, have
-        raise DogbreedError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        if deadline.expired:
-            raise _stopped(url, have, f"took longer than {limits.deadline_s:g} s") from None
-        reason = getattr(exc, "reason", None) or exc
-        raise DogbreedError(f"cannot download {url}: {reason}; check the connection or --url") from None
-    with response:
-        length = response.headers.get("Content-Length")
-        length = int(length) if length and length.strip().isdigit() else None
-        if response.status == 206:
-            span = _content_range(response.headers.get("Content-Range"))
-            if span is None or span[0] != have:  # the bytes of another offset would corrupt the archive
-                part.unlink(missing_ok=True)
-                return None
-            total: int | None = span[1]
-        else:  # a whole file (a server that ignores Range sends this too): start over
-            have, total = 0, length
-        if total is not None and total > cap:
-            part.unlink(missing_ok=True)
-            raise DogbreedError(f"{url} is {total:,} bytes, more than the {cap:,} expected; not downloading it")
-        done = _write_body(response, url, part, have, total, cap, limits, deadline, on_progress)
-    if deadline.expired:
-        raise _stopped(url, done, f"took longer than {limits.deadline_s:g} s")
-    return done, total
+@dataclass
+class _Transfer:
+    """One download of ``url`` into ``part``: at most ``cap`` bytes in all, within ``limits`` and ``deadline``."""
 
+    url: str
+    part: Path
+    cap: int
+    limits: Limits
+    deadline: _Deadline
+    on_progress: Callable[[int, int | None], None]
 
-def _write_body(
-    response: http.client.HTTPResponse,
-    url: str,
-    part: Path,
-    have: int,
-    total: int | None,
-    cap: int,
-    limits: Limits,
-    deadline: _Deadline,
-    on_progress: Callable[[int, int | None], None],
-) -> int:
-    """Append the response body to ``part`` (which holds ``have`` bytes), never beyond ``cap`` bytes in all, and
-    give up when less than ``limits.min_progress_bytes`` arrive in a ``limits.stall_s`` window. Returns the size
-    of ``part``."""
-    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | (os.O_APPEND if have else os.O_TRUNC)
-    done = have
-    with os.fdopen(os.open(part, flags, 0o644), "wb") as fh:
-        window_start, window_done = time.monotonic(), done
+    def stopped(self, done: int, why: str) -> DogbreedError:
+        return _stopped(self.url, done, why)
+
+    def receive(self, have: int) -> tuple[int, int | None] | None:
+        """Ask for the file from byte ``have`` on and write what comes to ``part``: (bytes in part, expected total),
+        or None when the server answered a resume with bytes from another offset (``part`` is then discarded)."""
+        url, limits = self.url, self.limits
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
         try:
-            while chunk := response.read1(1 << 20):  # whatever has arrived: a drip cannot block us in a read
-                if done + len(chunk) > cap:
-                    fh.close()
-                    part.unlink(missing_ok=True)
-                    raise DogbreedError(f"{url} sent more than {cap:,} bytes; not an archive dogbreed expects")
-                fh.write(chunk)
-                done += len(chunk)
-                on_progress(done, total)
-                now = time.monotonic()
-                if now - window_start >= limits.stall_s:
-                    if done - window_done < limits.min_progress_bytes:
-                        slow = f"under {limits.min_progress_bytes:,} bytes in {limits.stall_s:g} s"
-                        raise _stopped(url, done, f"stalled ({slow})")
-                    window_start, window_done = now, done
-        except (http.client.HTTPException, OSError) as exc:  # a dropped connection, a socket timeout, a full disk
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                raise _stopped(url, done, f"could not be written to {part.parent}: the disk is full") from None
-            if deadline.expired:
-                raise _stopped(url, done, f"took longer than {limits.deadline_s:g} s") from None
-            if isinstance(exc, TimeoutError):
-                raise _stopped(url, done, f"stalled (nothing for {limits.stall_s:g} s)") from None
-            raise _stopped(url, done, f"was interrupted ({exc})") from None
-    return done
+            response = self.deadline.opener().open(request, timeout=limits.stall_s)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 416 and have:  # nothing after byte `have`: the part is the whole file
+                return have, have
+            raise DogbreedError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            if self.deadline.expired:
+                raise self.stopped(have, f"took longer than {limits.deadline_s:g} s") from None
+            reason = getattr(exc, "reason", None) or exc
+            raise DogbreedError(f"cannot download {url}: {reason}; check the connection or --url") from None
+        with response:
+            length = response.headers.get("Content-Length")
+            length = int(length) if length and length.strip().isdigit() else None
+            if response.status == 206:
+                span = _content_range(response.headers.get("Content-Range"))
+                if span is None or span[0] != have:  # the bytes of another offset would corrupt the archive
+                    self.part.unlink(missing_ok=True)
+                    return None
+                total: int | None = span[1]
+            else:  # a whole file (a server that ignores Range sends this too): start over
+                have, total = 0, length
+            if total is not None and total > self.cap:
+                self.part.unlink(missing_ok=True)
+                raise DogbreedError(
+                    f"{url} is {total:,} bytes, more than the {self.cap:,} expected; not downloading it"
+                )
+            done = self._write_body(response, have, total)
+        if self.deadline.expired:
+            raise self.stopped(done, f"took longer than {limits.deadline_s:g} s")
+        return done, total
+
+    def _write_body(self, response: http.client.HTTPResponse, have: int, total: int | None) -> int:
+        """Append the response body to ``part`` (which holds ``have`` bytes), never beyond ``cap`` bytes in all, and
+        give up when less than ``limits.min_progress_bytes`` arrive in a ``limits.stall_s`` window. Returns the size
+        of ``part``."""
+        limits, part = self.limits, self.part
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | (os.O_APPEND if have else os.O_TRUNC)
+        done = have
+        with os.fdopen(os.open(part, flags, 0o644), "wb") as fh:
+            window_start, window_done = time.monotonic(), done
+            try:
+                while chunk := response.read1(1 << 20):  # whatever has arrived: a drip cannot block us in a read
+                    if done + len(chunk) > self.cap:
+                        fh.close()
+                        part.unlink(missing_ok=True)
+                        raise DogbreedError(
+                            f"{self.url} sent more than {self.cap:,} bytes; not an archive dogbreed expects"
+                        )
+                    fh.write(chunk)
+                    done += len(chunk)
+                    self.on_progress(done, total)
+                    now = time.monotonic()
+                    if now - window_start >= limits.stall_s:
+                        if done - window_done < limits.min_progress_bytes:
+                            slow = f"under {limits.min_progress_bytes:,} bytes in {limits.stall_s:g} s"
+                            raise self.stopped(done, f"stalled ({slow})")
+                        window_start, window_done = now, done
+            except (http.client.HTTPException, OSError) as exc:  # a dropped connection, a socket timeout, a full disk
+                raise self._interrupted(exc, done) from None
+        return done
+
+    def _interrupted(self, exc: BaseException, done: int) -> DogbreedError:
+        """Why the body stopped arriving, as the error to show."""
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return self.stopped(done, f"could not be written to {self.part.parent}: the disk is full")
+        if self.deadline.expired:
+            return self.stopped(done, f"took longer than {self.limits.deadline_s:g} s")
+        if isinstance(exc, TimeoutError):
+            return self.stopped(done, f"stalled (nothing for {self.limits.stall_s:g} s)")
+        return self.stopped(done, f"was interrupted ({exc})")
 
 
 def fetch(
@@ -240,9 +246,10 @@ def fetch(
             on_progress(target.name, done, total)
 
     with _Deadline(limits.deadline_s) as deadline:
-        got = _receive(url, part, have, cap, limits, deadline, progress)
+        transfer = _Transfer(url, part, cap, limits, deadline, progress)
+        got = transfer.receive(have)
         if got is None:  # the server answered the resume wrongly: fetch the whole file once more
-            got = _receive(url, part, 0, cap, limits, deadline, progress)
+            got = transfer.receive(0)
         if got is None:
             raise DogbreedError(
                 f"{url} answered a plain request with a partial reply; try again later or another --url"
