@@ -101,6 +101,11 @@ class RunRecorder:
             self.result.checkpoint = self.checkpoint
         run_rows.update_run(self.conn, self.id, **values)
 
+    def resumed_on(self, device: str, precision: str) -> None:
+        """Rank 0: a resumed run records where it now runs (another device or precision than before, maybe)."""
+        if self.ctx.main:
+            run_rows.update_run(self.conn, self.id, device=device, precision=precision)
+
     def end_epoch(self, model: Any, row: EpochRecord, training_state: dict[str, Any]) -> None:
         """Keep the best weights (every rank); rank 0 writes the training state, then the best checkpoint, then
         the store. Each file is written atomically; a kill between them is repaired by ``restore``."""

@@ -26,7 +26,6 @@ from dogbreed.datasets.loaders import DatasetImages, EvalTransform, loader
 from dogbreed.errors import DogbreedError
 from dogbreed.evaluate import build_report, score
 from dogbreed.model import check_input_size, save_checkpoint, select_device
-from dogbreed.store import runs as run_rows
 from dogbreed.train import distributed, plan, state
 from dogbreed.train.config import Listener, Terminated, TrainConfig, TrainResult
 from dogbreed.train.distributed import Context
@@ -123,6 +122,7 @@ class Session:
     # ---------------------------------------------------------------- the run, start to end
 
     def train(self) -> TrainResult:
+        """The run, start to end (see the module doc); its result, whatever the way it ended."""
         self._prepare()
         with distributed.SigtermAsException() as guard:
             try:
@@ -155,7 +155,7 @@ class Session:
         return self.record.result
 
     def _prepare(self) -> None:
-        """Everything before the first epoch that needs no guard: nothing is recorded until the run opens."""
+        """Everything up to the opened run record: settings checked, seeds, device, precision, data, model."""
         config, ctx = self.config, self.ctx
         config.check()
         config.dataset = Path(config.dataset).expanduser().resolve()  # the record must find it from anywhere
@@ -250,10 +250,7 @@ class Session:
         if saved is None:
             return 1
         first = self._restore(saved)
-        if ctx.main:
-            run_rows.update_run(
-                self.record.conn, self.record.id, device=self.device_label, precision=self.precision.name
-            )
+        self.record.resumed_on(self.device_label, self.precision.name)
         return first
 
     def _restore(self, saved: dict) -> int:
