@@ -3,7 +3,7 @@ curves of real training runs on the synthetic set.
 
     python bench/train_precision.py [--quick] [--json results.json]
 
-Throughput: ``train._train_epoch`` (autocast, loss, backward, AdamW step, metrics: the loop ``dogbreed train``
+Throughput: ``train.loops.Loop.train_epoch`` (autocast, loss, backward, AdamW step, metrics: the loop ``dogbreed train``
 runs) over pre-decoded batches, so decoding does not hide the arithmetic. fp32 and bf16 are measured back to back
 in each round (alternating which goes first) and the figure is the median of the per-round bf16 / fp32 ratios:
 the machine is shared and noisy, and a pair sees the same load. Loss curves: ``train`` end to end, finetuning from
@@ -40,7 +40,7 @@ def print_row(section: str, figure: str, value: str, target: str = "") -> None:
 def machine_line() -> str:
     import torch
 
-    from dogbreed.mixed_precision import NATIVE_BF16_FLAGS, cpu_features
+    from dogbreed.engines.cpu import native_bf16_flags
 
     model = "unknown CPU"
     try:
@@ -50,7 +50,7 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
-    native = sorted(cpu_features() & NATIVE_BF16_FLAGS) or ["none"]
+    native = list(native_bf16_flags()) or ["none"]
     return (
         f"{model}, {os.cpu_count()} cores, native bf16: {', '.join(native)}; torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), Python {platform.python_version()}"
@@ -65,11 +65,12 @@ def step_throughput(arch: str, size: int, batch: int, steps: int, rounds: int) -
     (alternating which goes first) so that both see the same machine load."""
     import torch
 
-    from dogbreed.distributed import SINGLE
-    from dogbreed.imagesets import Batch
-    from dogbreed.mixed_precision import Precision
+    from dogbreed.datasets.loaders import Batch
     from dogbreed.models.build import build_model
-    from dogbreed.train import Listener, _train_epoch
+    from dogbreed.train import Listener
+    from dogbreed.train.distributed import SINGLE
+    from dogbreed.train.loops import Loop
+    from dogbreed.train.precision import Precision
 
     torch.manual_seed(0)
     device = torch.device("cpu")
@@ -79,12 +80,12 @@ def step_throughput(arch: str, size: int, batch: int, steps: int, rounds: int) -
         model = build_model(arch, "finetune", 120)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         models[name] = (model, optimizer, Precision(name, "cpu", name))
-        _train_epoch(model, batches[:1], optimizer, device, Listener(), set(), models[name][2], None, SINGLE)  # warm
+        Loop(device, Listener(), models[name][2], SINGLE).train_epoch(model, batches[:1], optimizer, None)  # warm
 
     def rate(name: str) -> float:
         model, optimizer, precision = models[name]
         start = time.perf_counter()
-        _train_epoch(model, batches, optimizer, device, Listener(), set(), precision, None, SINGLE)
+        Loop(device, Listener(), precision, SINGLE).train_epoch(model, batches, optimizer, None)
         return steps * batch / (time.perf_counter() - start)
 
     pairs = []
@@ -105,8 +106,8 @@ def step_throughput(arch: str, size: int, batch: int, steps: int, rounds: int) -
 def loss_curves(work: Path, quick: bool) -> dict[str, list[dict]]:
     """Three ``dogbreed train`` runs on the synthetic set (finetune from scratch): fp32 and bf16 with the same seed,
     and fp32 with another seed, which measures how far two runs drift apart anyway."""
+    from dogbreed.datasets.synthetic import make_synthetic
     from dogbreed.store import open_store
-    from dogbreed.synthetic import make_synthetic
     from dogbreed.train import TrainConfig, train
 
     data = work / "synthetic"

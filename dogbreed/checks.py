@@ -94,20 +94,18 @@ class _Dataset:
 
 def _dataset(root: Path, run: Any, what: str) -> _Dataset | None:
     """The test and training splits of ``root``, made as training made them (the run's seed, validation fraction and
-    per-breed limit: ``evaluate.split_params``); None when it is not a usable dataset."""
-    from dogbreed.dataset import make_splits, scan
-    from dogbreed.evaluate import split_params
+    per-breed limit: ``datasets.split_params``); None when it is not a usable dataset."""
+    from dogbreed.datasets import open_dataset, split_params
 
     try:
-        index = scan(root)
-        splits = make_splits(index, **split_params(run))
+        data = open_dataset(root, **split_params(run), verify=False)
     except (DogbreedError, OSError, ValueError):
         return None
 
     def files(samples) -> list[tuple[Path, str]]:
-        return [(index.images_dir / s.path, index.classes[s.label].wnid) for s in samples]
+        return [(data.index.images_dir / s.path, data.index.classes[s.label].wnid) for s in samples]
 
-    return _Dataset(Path(root), files(splits.test), files(splits.train), what)
+    return _Dataset(Path(root), files(data.test), files(data.train), what)
 
 
 def _find_dataset(conn: sqlite3.Connection, source: ModelSource, dataset: Path | None) -> _Dataset | None:

@@ -4,7 +4,7 @@
   predict's preprocessing (``imaging.preprocess``, with the model's own resize, crop, interpolation, mean, std).
   Training scores its test split through this very code, so ``eval`` of a run on its test split reproduces the
   test accuracy the run stored, to the last digit.
-- Data: a split of a dataset folder, made as training makes it (``dataset.make_splits`` with the run's seed,
+- Data: a split of a dataset folder, made as training makes it (``datasets.open_dataset`` with the run's seed,
   validation fraction and per-breed limit, dataset images that fail verification left out), or the store's
   labelled images (their latest ground truth).
 - Label space: the model's own classes. A picture of a breed the model does not know can never be right and
@@ -45,7 +45,7 @@ class Scored(NamedTuple):
 
 
 def score(engine: Any, batches: Iterable[Any], on_batch: Callable[[int], None] | None = None) -> Scored:
-    """Run ``engine.predict`` over decoded batches (``imagesets.Batch``): the probabilities, labels and names."""
+    """Run ``engine.predict`` over decoded batches (``datasets.loaders.Batch``): the probabilities, labels and names."""
     ys, probs, keys, failed = [], [], [], []
     for batch in batches:
         failed.extend(batch.failed)
@@ -128,44 +128,27 @@ def _unknown_note(unknown: list[str], n_images: int) -> str:
     )
 
 
-def split_params(run: Any) -> dict[str, Any]:
-    """The seed, validation fraction and per-breed limit a run split its dataset with (the defaults without one)."""
-    params = (run.params if run is not None else None) or {}
-    return {
-        "seed": int(params.get("seed", 0)),
-        "val_fraction": float(params.get("val_fraction", 0.1)),
-        "limit_per_class": params.get("limit_per_class"),
-    }
-
-
 def _pick_dataset(root: Path, split: str, run: Any, on_stage: Callable[[str], None]) -> _Picked:
     """A split of a dataset folder, made as training made it; images that fail verification left out, as training
     leaves them out."""
-    from dogbreed.dataset import make_splits, scan, verify
-    from dogbreed.imagesets import DatasetImages
+    from dogbreed.datasets import open_dataset, split_params
+    from dogbreed.datasets.loaders import DatasetImages
 
     if split not in SPLITS:
         raise DogbreedError(f"unknown split {split!r}; use {', '.join(SPLITS)}")
     root = Path(root).expanduser().resolve()  # the record must name it from anywhere
-    index = scan(root)
-    splits = make_splits(index, **split_params(run))
-    samples = getattr(splits, split)
-    if not samples:
-        raise DogbreedError(f"the {split} split of {root} is empty; choose another --split or add images")
-    on_stage("verifying dataset images (cached after the first run)")
-    bad = verify(index)
-    skipped = {s.path: bad[s.path] for s in samples if s.path in bad}
-    samples = [s for s in samples if s.path not in bad]
+    data = open_dataset(root, **split_params(run), require=(split,), on_stage=on_stage)
+    samples = data.part(split)
 
     def make(labels: list[int], transform: Any) -> Any:
-        return DatasetImages(index, samples, transform, labels)
+        return DatasetImages(data.index, samples, transform, labels)
 
-    wnids = [index.classes[s.label].wnid for s in samples]
-    return _Picked(str(root), split, wnids, make, skipped, list(splits.notes))
+    wnids = [data.index.classes[s.label].wnid for s in samples]
+    return _Picked(str(root), split, wnids, make, dict(data.left_out[split]), list(data.notes))
 
 
 def _pick_store(conn: Any, db_path: Path) -> _Picked:
-    from dogbreed.imagesets import StoreImages
+    from dogbreed.datasets.loaders import StoreImages
     from dogbreed.store.images import labelled_ids
 
     labelled = labelled_ids(conn)
@@ -256,7 +239,7 @@ def _measure(
     engine: Any, picked: _Picked, request: EvalRequest, on_progress: Callable[[int, int], None] | None
 ) -> tuple[dict[str, Any], float]:
     """Score the picked pictures through the engine, in the model's label space: (report, seconds)."""
-    from dogbreed.imagesets import EvalTransform, loader
+    from dogbreed.datasets.loaders import EvalTransform, loader
 
     space, data_labels, unknown = _label_space(tuple(engine.spec.classes), picked.wnids)
     if unknown:

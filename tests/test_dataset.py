@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed import dataset
+from dogbreed.datasets import archive
+from dogbreed.datasets import stanford as dataset
+from dogbreed.datasets.synthetic import make_synthetic
 from dogbreed.errors import DogbreedError
-from dogbreed.synthetic import make_synthetic
 from tests.servers import Server
 
 
@@ -83,6 +84,46 @@ def test_verify_lists_corrupt_files_and_caches_results(synth):
         imaging.validate = real
 
 
+def test_open_dataset_splits_verifies_and_leaves_unreadable_images_out(synth):
+    """The one way in: the splits make_splits makes, each without the images verify rejects, which are named per
+    split; a verdict made elsewhere (another rank) gives the same dataset."""
+    from dogbreed.datasets import open_dataset
+
+    index = dataset.scan(synth)
+    splits = dataset.make_splits(index, seed=2)
+    broken = splits.test[0].path
+    (synth / "Images" / broken).write_bytes(b"not a picture")
+    stages = []
+    opened = open_dataset(synth, seed=2, on_stage=stages.append)
+    assert stages and "verifying" in stages[0]
+    assert list(opened.unreadable) == [broken] and list(opened.left_out["test"]) == [broken]
+    assert opened.left_out["train"] == opened.left_out["val"] == {}
+    assert [s.path for s in opened.test] == [s.path for s in splits.test if s.path != broken]
+    assert opened.train == splits.train and opened.val == splits.val and opened.official
+
+    unverified = open_dataset(synth, seed=2, verify=False)
+    assert unverified.unreadable == {} and broken in {s.path for s in unverified.test}
+    assert unverified.leaving_out(opened.unreadable) == opened
+    assert opened.leaving_out(opened.unreadable) == opened  # a verdict taken twice changes nothing
+
+
+def test_open_dataset_refuses_an_empty_required_split_before_verifying(synth):
+    from dogbreed.datasets import open_dataset
+
+    stages, notes = [], []
+    tiny = open_dataset(synth, limit_per_class=1, verify=False)
+    assert all(len(tiny.part(name)) == 3 for name in ("train", "val", "test"))
+    for p in (synth / "Images").rglob("*.jpg"):
+        if p.name != "n02085620_00011.jpg":
+            p.unlink()
+    (synth / "lists").rename(synth / "lists-away")  # a seeded split, which says so in a note
+    with pytest.raises(DogbreedError, match=r"too small to split into train/validation/test \(\d+/\d+/\d+\)"):
+        open_dataset(synth, require=("train", "val", "test"), on_stage=stages.append, on_note=notes.append)
+    with pytest.raises(DogbreedError, match="the val split of .* is empty"):
+        open_dataset(synth, require=("val",))
+    assert stages == [] and "seeded" in notes[0]  # nothing verified; the note came first
+
+
 def test_dataset_info_cli(cli, synth):
     report = cli.json("dataset", "info", "--dataset", synth)
     assert report["classes"] == 3 and report["images"] == 36 and report["official_split"]
@@ -148,7 +189,7 @@ def test_a_truncated_tar_is_refused(tmp_path):
     path = tmp_path / "images.tar"
     path.write_bytes(data[:6000])
     with pytest.raises(DogbreedError, match="truncated"):
-        dataset._check_tar(path)
+        archive.check_tar(path)
 
 
 def test_unreachable_server_is_a_one_line_error(cli, tmp_path):

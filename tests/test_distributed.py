@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.synthetic import make_synthetic
+from dogbreed.datasets.synthetic import make_synthetic
 
 ARGS = ["--no-pretrained", "--image-size", "32", "--loader-workers", "0", "--finetune", "--precision", "fp32"]
 
@@ -56,7 +56,7 @@ def rank_pid(rank: int, marker: str) -> int | None:
 def test_two_gloo_processes_make_one_run_one_checkpoint_and_exact_metrics(cli, home, learnable):
     from sklearn.metrics import accuracy_score
 
-    from dogbreed.dataset import make_splits, scan
+    from dogbreed.datasets.stanford import make_splits, scan
 
     cli("stats")  # the store exists before the ranks start
     proc = launch(cli.db, "--dataset", learnable, "--epochs", 2, "--batch-size", 8, *ARGS, "--json")

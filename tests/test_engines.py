@@ -39,7 +39,7 @@ def tiny(tmp_path_factory) -> TinyModel:
 
 @pytest.fixture
 def test_images(tiny) -> list[Path]:
-    from dogbreed.dataset import make_splits, scan
+    from dogbreed.datasets.stanford import make_splits, scan
 
     index = scan(tiny.dataset)
     return [index.images_dir / s.path for s in make_splits(index).test][:48]
@@ -62,7 +62,7 @@ def test_feature_detection_can_be_forced_off_or_on(monkeypatch):
     assert cpu.native_bf16(library_says=True) == (False, f"no native bf16 ({cpu.ENV}=none)")
     monkeypatch.setenv(cpu.ENV, "avx512f, avx512_bf16, avx512_vnni")  # a flag list, as training reads it too
     assert (cpu.detect().bf16, cpu.detect().vnni, cpu.detect().amx) == (True, True, False)
-    from dogbreed.mixed_precision import cpu_has_native_bf16
+    from dogbreed.train.precision import cpu_has_native_bf16
 
     assert cpu_has_native_bf16()  # training and inference agree on what the variable means
     monkeypatch.setenv(cpu.ENV, "avx2 fma")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.synthetic import make_synthetic
+from dogbreed.datasets.synthetic import make_synthetic
 from tests.conftest import Cli, make_checkpoint
 
 TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "16", "--loader-workers", "0"]
@@ -95,7 +95,7 @@ def test_eval_store_after_uploading_the_test_images_equals_the_stored_test_accur
 
 def test_eval_splits_are_the_runs_own(store_cli, learnable):
     """--split val/train rebuild the run's splits with its seed (3), not the default (0)."""
-    from dogbreed.dataset import make_splits, scan
+    from dogbreed.datasets.stanford import make_splits, scan
 
     cli, run_id = store_cli
     index = scan(learnable)

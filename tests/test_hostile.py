@@ -33,9 +33,9 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed import dataset
+from dogbreed.datasets import stanford as dataset
+from dogbreed.datasets.synthetic import make_synthetic
 from dogbreed.errors import DogbreedError
-from dogbreed.synthetic import make_synthetic
 from tests.conftest import make_checkpoint
 from tests.images import encode, jpeg_bytes, picture, png_bomb, write
 from tests.servers import Server

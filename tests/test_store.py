@@ -104,6 +104,47 @@ def test_migrations_build_exactly_the_declared_sqlmodel_schema(tmp_path):
         assert migrated == expected, table
 
 
+def test_the_epoch_record_is_the_epochs_table(tmp_path):
+    """One epoch type: EpochRecord's fields are the epochs table's columns (besides run_id) with the same types and
+    nullability, and an epoch read back is the epoch written."""
+    import typing
+
+    from dogbreed.store import runs
+    from dogbreed.store.tables import declared_columns
+
+    hints = typing.get_type_hints(runs.EpochRecord)
+    sql = {int: "INTEGER", float: "FLOAT"}
+    ours = {}
+    for name in runs.EPOCH_FIELDS:
+        kinds = [k for k in typing.get_args(hints[name]) or (hints[name],) if k is not type(None)]
+        ours[name] = (sql[kinds[0]], type(None) in typing.get_args(hints[name]))
+    declared = declared_columns()["epochs"]
+    assert ours == {name: (kind, nullable) for name, (kind, nullable, _pk) in declared.items() if name != "run_id"}
+
+    conn = store_db.open_store(tmp_path / "s.db")
+    run_id = runs.start_run(
+        conn, name="r", model="resnet18", mode="extractor", device="cpu", dataset="/d", params={}, num_classes=2
+    )
+    first = runs.EpochRecord(
+        epoch=1,
+        train_loss=0.5,
+        train_acc=0.25,
+        train_f1=0.2,
+        val_loss=0.75,
+        val_acc=0.5,
+        val_top5=1.0,
+        val_f1=0.4,
+        lr=1e-3,
+        seconds=2.5,
+    )
+    runs.add_epoch(conn, run_id, first)
+    runs.add_epoch(conn, run_id, first.as_dict() | {"epoch": 2, "train_f1": None, "lr": None})  # an older row
+    again = runs.epoch_records(conn, run_id)
+    assert again[0] == first and (again[1].epoch, again[1].train_f1, again[1].lr) == (2, None, None)
+    assert runs.get_run(conn, run_id).epochs == [e.as_dict() for e in again]
+    assert runs.EpochRecord.from_dict(first.as_dict() | {"best": True}) == first  # extra keys are not columns
+
+
 def test_python_users_get_a_read_only_typed_session(tmp_path):
     from sqlmodel import select
 

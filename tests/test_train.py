@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.synthetic import make_synthetic
+from dogbreed.datasets.synthetic import make_synthetic
 
 TINY = ["--no-pretrained", "--image-size", "32", "--batch", "16", "--workers", "0"]
 
@@ -305,7 +305,7 @@ def test_precision_choice_follows_the_hardware(monkeypatch):
     import torch
 
     from dogbreed.errors import DogbreedError
-    from dogbreed.mixed_precision import choose
+    from dogbreed.train.precision import training_precision as choose
 
     cpu = torch.device("cpu")
     monkeypatch.setenv("DOGBREED_CPU_FEATURES", "none")

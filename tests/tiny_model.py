@@ -25,8 +25,8 @@ def tiny_model(base: Path) -> TinyModel:
     if done.is_file():
         data = json.loads(done.read_text())
         return TinyModel(Path(data["dataset"]), Path(data["checkpoint"]), Path(data["db"]), data["run_id"], data["acc"])
+    from dogbreed.datasets.synthetic import make_synthetic
     from dogbreed.store import open_store
-    from dogbreed.synthetic import make_synthetic
     from dogbreed.train import TrainConfig, train
 
     dataset = base / "synthetic"

@@ -64,7 +64,8 @@ def dataset_download_cmd(
     """
     from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    from dogbreed.dataset import STANFORD_URL, Limits, download
+    from dogbreed.datasets.archive import Limits
+    from dogbreed.datasets.stanford import STANFORD_URL, download
 
     dest = _dataset_dir(dataset, directory)
     show = not (as_json or quiet) and err.is_terminal
@@ -113,7 +114,7 @@ def dataset_info_cmd(
     """Breeds, images per breed, whether the official split is present, and unreadable files."""
     from rich.progress import Progress
 
-    from dogbreed.dataset import info
+    from dogbreed.datasets.stanford import info
 
     fmt = output_format(as_json, as_csv, as_nl)
     root = _dataset_dir(dataset, directory)
@@ -159,8 +160,8 @@ def dataset_synthetic_cmd(
 
     It goes where train looks by default, so 'dogbreed dataset synthetic && dogbreed train' works offline.
     """
+    from dogbreed.datasets.synthetic import make_synthetic
     from dogbreed.errors import DogbreedError
-    from dogbreed.synthetic import make_synthetic
 
     root = _dataset_dir(dataset, directory)
     if (root / "Images").exists():

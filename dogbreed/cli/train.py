@@ -242,9 +242,8 @@ def train_cmd(
     Under torchrun (or with --nproc) every process trains a DistributedDataParallel replica; rank 0 writes the
     store, the checkpoint and this output.
     """
-    from dogbreed import distributed
     from dogbreed.config import resolve_paths
-    from dogbreed.train import TrainConfig, train
+    from dogbreed.train import TrainConfig, distributed, train
     from dogbreed.train import resume as resume_run
 
     batch_size = pick(batch_size, batch_old, "--batch", "--batch-size", default=64)

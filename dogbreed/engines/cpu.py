@@ -6,9 +6,9 @@
 - ``vnni``: int8 dot products in hardware (AVX512_VNNI, AVX_VNNI, AMX_INT8, ARM dot product). Without them int8
   still runs, at about half the speed (still ~2x f32 in OpenVINO, measured the same way).
 
-``DOGBREED_CPU_FEATURES`` overrides detection, for tests and for users who want the reference path, with the
-meaning training gives it (``mixed_precision.cpu_features``, whose flag reading this builds on): ``none`` (nothing
-native: every engine stays at fp32), or the CPU's flag list to assume (``avx512_bf16,avx512_vnni``).
+``DOGBREED_CPU_FEATURES`` overrides detection, for tests and for users who want the reference path, for training
+and inference alike (``read_flags``): ``none`` (nothing native: every engine stays at fp32, training at fp32), or
+the CPU's flag list to assume (``avx512_bf16,avx512_vnni``).
 
 Light module: reads /proc/cpuinfo (Linux) or sysctl (macOS); imports neither torch nor OpenVINO.
 """
@@ -24,12 +24,36 @@ from pathlib import Path
 
 ENV = "DOGBREED_CPU_FEATURES"
 
-_X86_BF16 = {"avx512_bf16", "amx_bf16"}  # the same set training uses (mixed_precision.NATIVE_BF16_FLAGS)
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # x86: what training decides its precision by
+
+_X86_BF16 = NATIVE_BF16_FLAGS
 _X86_VNNI = {"avx512_vnni", "avx512vnni", "avx_vnni", "amx_int8"}
 _X86_AMX = {"amx_bf16", "amx_int8", "amx_tile"}
 _ARM_BF16 = {"bf16"}
 _ARM_VNNI = {"asimddp", "i8mm"}
 _MAC_SYSCTL = {"bf16": "hw.optional.arm.FEAT_BF16", "vnni": "hw.optional.arm.FEAT_DotProd"}
+
+
+def read_flags() -> frozenset[str]:
+    """The CPU's feature flags (lower case), from $DOGBREED_CPU_FEATURES when set (read at every call; ``none`` or
+    empty: no flags), else from the "flags" line of /proc/cpuinfo (x86 Linux), else none."""
+    forced = os.environ.get(ENV)
+    if forced is not None:
+        text = forced.strip().lower()
+        return frozenset() if text in ("", "none") else frozenset(text.replace(",", " ").split())
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].lower().split())
+    except OSError:  # not Linux: no flags we can trust, so no native bf16 claimed
+        pass
+    return frozenset()
+
+
+def native_bf16_flags() -> tuple[str, ...]:
+    """The x86 flags of this CPU that mean native bf16 (``NATIVE_BF16_FLAGS``), sorted: what training reads."""
+    return tuple(sorted(read_flags() & NATIVE_BF16_FLAGS))
 
 
 @dataclass(frozen=True)
@@ -52,7 +76,7 @@ class CpuFeatures:
 
 
 def _arm_linux_flags() -> set[str] | None:
-    """ARM Linux lists its features on a "Features" line (x86's "flags" line is what training reads)."""
+    """ARM Linux lists its features on a "Features" line (x86's "flags" line is what ``read_flags`` reads)."""
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
@@ -83,21 +107,17 @@ def _mac_sysctl(name: str) -> bool | None:
 
 def detect() -> CpuFeatures:
     """This CPU's native bf16/VNNI/AMX (``DOGBREED_CPU_FEATURES``, read at every call, overrides)."""
-    from dogbreed.mixed_precision import cpu_features
-
     forced = os.environ.get(ENV)
     if forced is not None:
-        return _from_flags(set(cpu_features()), f"{ENV}={forced.strip() or 'none'}", any_platform=True)
+        return _from_flags(set(read_flags()), f"{ENV}={forced.strip() or 'none'}", any_platform=True)
     return _detect_os()
 
 
 @cache
 def _detect_os() -> CpuFeatures:
-    from dogbreed.mixed_precision import cpu_features
-
     system = platform.system()
     if system == "Linux":
-        flags = set(cpu_features()) or _arm_linux_flags()
+        flags = set(read_flags()) or _arm_linux_flags()
         if flags:
             return _from_flags(flags, "/proc/cpuinfo")
     if system == "Darwin" and platform.machine() == "arm64":

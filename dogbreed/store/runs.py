@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dogbreed.procs import pid_alive
@@ -21,18 +22,37 @@ _UPDATABLE = frozenset(
     "status checkpoint_path checkpoint_sha256 best_epoch best_val_acc test_acc test_top5 test_macro_f1 test_report "
     "skipped error finished_at duration_s owner_pid last_checkpoint_path device precision".split()
 )
-_EPOCH_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "train_f1",
-    "val_loss",
-    "val_acc",
-    "val_top5",
-    "val_f1",
-    "lr",
-    "seconds",
-)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochRecord:
+    """One trained epoch, as training measures it and the ``epochs`` table keeps it (its columns, in this order;
+    ``store.tables.Epoch`` declares the same, which a test checks)."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    train_f1: float | None = None  # None in epochs recorded before it was measured
+    val_loss: float
+    val_acc: float
+    val_top5: float
+    val_f1: float
+    lr: float | None = None  # None in epochs recorded before it was measured
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The epoch as plain values, in column order (what a saved training state and JSON output hold)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, row: Mapping[str, Any]) -> EpochRecord:
+        """An epoch from its plain values (a saved training state's); a field it lacks is None, extra keys are
+        ignored."""
+        return cls(**{name: row.get(name) for name in EPOCH_FIELDS})
+
+
+EPOCH_FIELDS = tuple(f.name for f in fields(EpochRecord))
+_EPOCH_COLUMNS = EPOCH_FIELDS  # the epochs table's columns besides run_id
 
 
 @dataclass(frozen=True)
@@ -63,7 +83,7 @@ class RunRecord:
     params: dict[str, Any] | None = None
     test_report: dict[str, Any] | None = None
     skipped: dict[str, str] | None = None
-    epochs: list[dict[str, Any]] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # EpochRecord.as_dict() of each epoch, in order
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,15 +137,17 @@ def update_run(conn: sqlite3.Connection, run_id: int, **values: Any) -> None:
         conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", (*params, run_id))
 
 
-def add_epoch(conn: sqlite3.Connection, run_id: int, row: dict[str, Any]) -> None:
+def add_epoch(conn: sqlite3.Connection, run_id: int, row: EpochRecord | Mapping[str, Any]) -> None:
+    """Record one epoch of a run (an ``EpochRecord``, or its plain values)."""
+    record = row if isinstance(row, EpochRecord) else EpochRecord.from_dict(row)
     with write(conn):
-        _insert_epoch(conn, run_id, row)
+        _insert_epoch(conn, run_id, record)
 
 
-def _insert_epoch(conn: sqlite3.Connection, run_id: int, row: dict[str, Any]) -> None:
+def _insert_epoch(conn: sqlite3.Connection, run_id: int, record: EpochRecord) -> None:
     conn.execute(
         f"INSERT INTO epochs (run_id, {', '.join(_EPOCH_COLUMNS)}) VALUES (?, {placeholders(len(_EPOCH_COLUMNS))})",
-        (run_id, *(row.get(c) for c in _EPOCH_COLUMNS)),
+        (run_id, *(getattr(record, c) for c in _EPOCH_COLUMNS)),
     )
 
 
@@ -134,7 +156,7 @@ def reopen_run(
     run_id: int,
     after_epoch: int,
     owner_pid: int,
-    epochs: list[dict[str, Any]] | None = None,
+    epochs: Sequence[EpochRecord] | None = None,
 ) -> None:
     """A resumed run: running again under a new owner, with any epoch recorded after ``after_epoch`` (one that
     finished after the state the run resumes from was saved) dropped so that it is trained and recorded once.
@@ -145,9 +167,9 @@ def reopen_run(
             conn.execute("DELETE FROM epochs WHERE run_id = ? AND epoch > ?", (run_id, after_epoch))
         else:
             conn.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
-            for row in epochs:
-                if row["epoch"] <= after_epoch:
-                    _insert_epoch(conn, run_id, row)
+            for record in epochs:
+                if record.epoch <= after_epoch:
+                    _insert_epoch(conn, run_id, record)
         conn.execute(
             "UPDATE runs SET status = 'running', owner_pid = ?, error = NULL, finished_at = NULL WHERE id = ?",
             (owner_pid, run_id),
@@ -195,13 +217,14 @@ def get_run(conn: sqlite3.Connection, run_id: int) -> RunRecord | None:
     if row is None:
         return None
     run = _run(row)
-    run.epochs.extend(epochs(conn, run_id))
+    run.epochs.extend(e.as_dict() for e in epoch_records(conn, run_id))
     return run
 
 
-def epochs(conn: sqlite3.Connection, run_id: int) -> list[dict[str, Any]]:
+def epoch_records(conn: sqlite3.Connection, run_id: int) -> list[EpochRecord]:
+    """A run's epochs, in order."""
     rows = conn.execute(f"SELECT {', '.join(_EPOCH_COLUMNS)} FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
-    return [dict(r) for r in rows]
+    return [EpochRecord(**dict(r)) for r in rows]
 
 
 def find_by_checkpoint(conn: sqlite3.Connection, sha256: str) -> RunRecord | None:

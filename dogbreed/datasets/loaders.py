@@ -1,6 +1,9 @@
 """Labelled pictures as torch datasets, for training and evaluation: files of the dataset folder, or the store's
 labelled images. Each item is decoded by the transform it is given (``EvalTransform`` is exactly predict's
-preprocessing); a picture that cannot be decoded comes back as None and its batch skips it, naming it."""
+preprocessing, ``TrainTransform`` adds training's random crops and flips); a picture that cannot be decoded comes
+back as None and its batch skips it, naming it.
+
+The one module of ``datasets`` that imports torch."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dogbreed import imaging
-from dogbreed.dataset import DatasetIndex, Sample
+from dogbreed.datasets.stanford import DatasetIndex, Sample
 from dogbreed.files import read_regular_file
 from dogbreed.imaging import Preprocessing
 
@@ -42,6 +45,22 @@ class EvalTransform:
 
     def __call__(self, data: bytes) -> torch.Tensor:
         return torch.from_numpy(imaging.preprocess(data, self.prep))
+
+
+class TrainTransform:
+    """RandomResizedCrop (with the model's interpolation) + horizontal flip, then the same normalisation as
+    evaluation."""
+
+    def __init__(self, prep: Preprocessing):
+        from torchvision.transforms import Compose, InterpolationMode, RandomHorizontalFlip, RandomResizedCrop
+
+        self.prep = prep
+        mode = InterpolationMode(prep.interpolation)
+        self.augment = Compose([RandomResizedCrop(prep.crop_size, interpolation=mode), RandomHorizontalFlip()])
+
+    def __call__(self, data: bytes) -> torch.Tensor:
+        img = imaging.load_rgb(data, min_side=self.prep.resize_size)
+        return torch.from_numpy(imaging.normalise(self.augment(img), self.prep))
 
 
 class DatasetImages(Dataset):

@@ -13,11 +13,14 @@ Light module: torch is imported inside the functions that need it (the CLI reads
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from dogbreed.errors import DogbreedError
+from dogbreed.train.config import Terminated
 
 TIMEOUT = timedelta(minutes=30)  # one rank may extract features or verify the dataset while the others wait
 
@@ -143,6 +146,25 @@ def sync_weights(ctx: Context, module: Any) -> None:
         dist.broadcast(tensor, src=0)
 
 
+def broadcast_weights(ctx: Context, weights: dict | None, module: Any) -> dict:
+    """Rank 0's ``weights`` (a state dict shaped like ``module``'s) on every rank (how a resumed run's best weights,
+    which rank 0 alone read, reach the others)."""
+    if not ctx.active:
+        return weights
+    import torch
+    import torch.distributed as dist
+
+    own = module.state_dict()
+    if not ctx.main:
+        weights = {k: torch.empty_like(v) for k, v in own.items()}
+    out = {}
+    for key, value in weights.items():
+        tensor = value.to(own[key].device).contiguous()
+        dist.broadcast(tensor, src=0)
+        out[key] = tensor
+    return out
+
+
 def wrap(ctx: Context, module: Any, device: Any) -> Any:
     """``module`` as a DistributedDataParallel replica (itself when not distributed)."""
     if not ctx.active:
@@ -153,14 +175,52 @@ def wrap(ctx: Context, module: Any, device: Any) -> Any:
     return DistributedDataParallel(module, device_ids=ids)
 
 
+# ---------------------------------------------------------------- SIGTERM and failed peers
+
+
+class SigtermAsException:
+    """While training (main thread only), SIGTERM raises ``Terminated`` so the run is recorded as failed instead of
+    the process vanishing mid-epoch with its record still 'running'. ``hold`` ignores further SIGTERMs while the
+    end of the run is written; leaving restores the previous handler."""
+
+    def __enter__(self) -> SigtermAsException:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: the run is being recorded as failed
+        raise Terminated()
+
+    def hold(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """An error of the collective layer: another rank died or hung up (gloo reports a reset connection as a plain
+    RuntimeError naming itself)."""
+    import torch.distributed
+
+    dist_error = getattr(torch.distributed, "DistError", None)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(w in text for w in ("gloo", "nccl", "connection reset", "closed"))
+
+
 # ---------------------------------------------------------------- the launcher
 
 
 def launch(nproc: int, argv: list[str]) -> None:
     """Run ``python -m dogbreed ARGV`` as ``nproc`` ranks on this machine through torchrun (in this process, which
     becomes torchrun's agent). A failed rank is a one-line error naming it and how it ended."""
-    import signal
-
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 

@@ -1,0 +1,121 @@
+"""Datasets: labelled pictures to train and evaluate on, opened through one function.
+
+``open_dataset`` is the one way in: it indexes a dataset folder, splits it (train / validation / test, as
+``stanford.make_splits`` makes them: the official lists when present, else seeded and stratified per breed) and
+verifies its images, leaving the unreadable ones out of every split. Training, evaluation and the engine checks all
+open their data here, so a split means the same thing to each of them; a new kind of dataset (any class folders,
+the store's labelled images) plugs in behind it.
+
+Modules: ``stanford`` (the Stanford Dogs layout, its .mat lists, splits, the verify scan and its cache, download),
+``download`` (bounded, resumable HTTP), ``archive`` (a safe tar extractor), ``synthetic`` (an offline stand-in
+dataset), ``loaders`` (torch datasets and loaders over the splits or the store: the only module importing torch).
+
+Light module: importing it imports neither torch nor PIL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dogbreed.errors import DogbreedError
+
+if TYPE_CHECKING:
+    from dogbreed.datasets.stanford import DatasetIndex, Sample, Splits
+
+PARTS = ("train", "val", "test")
+_PART_NAMES = {"train": "train", "val": "validation", "test": "test"}
+VERIFYING = "verifying dataset images (cached after the first run)"
+
+
+@dataclass
+class OpenedDataset:
+    """A dataset split and verified: its index, its three splits with the unreadable images left out, and what was
+    left out and why."""
+
+    root: Path
+    index: DatasetIndex
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    unreadable: dict[str, str]  # every image of the dataset that failed verification (path -> reason), split or not
+    official: bool  # whether the dataset's own lists decided train vs test
+    notes: list[str] = field(default_factory=list)  # what the user should know about the split
+    left_out: dict[str, dict[str, str]] = field(default_factory=dict)  # per split: its unreadable images, in order
+
+    def part(self, name: str) -> list[Sample]:
+        """The split called ``name`` (train, val or test)."""
+        if name not in PARTS:
+            raise ValueError(f"no split {name!r}; the splits are {', '.join(PARTS)}")
+        return getattr(self, name)
+
+    def leaving_out(self, unreadable: dict[str, str]) -> OpenedDataset:
+        """This dataset with the images of ``unreadable`` (path -> reason) left out as well: how a verdict made
+        elsewhere (rank 0 of a distributed run) reaches a copy opened without verifying."""
+        kept: dict[str, list[Sample]] = {}
+        left_out = {name: dict(self.left_out.get(name, {})) for name in PARTS}
+        for name in PARTS:
+            kept[name] = [s for s in self.part(name) if s.path not in unreadable]
+            left_out[name].update((s.path, unreadable[s.path]) for s in self.part(name) if s.path in unreadable)
+        return replace(self, **kept, unreadable={**self.unreadable, **unreadable}, left_out=left_out)
+
+
+def open_dataset(
+    root: Path,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    limit_per_class: int | None = None,
+    verify: bool = True,
+    require: Collection[str] = (),
+    on_stage: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> OpenedDataset:
+    """Index, split and (with ``verify``) verify the dataset at ``root``; the splits come without the images that
+    cannot be decoded (see ``stanford.verify``, cached in the dataset folder).
+
+    ``require``: the splits that must hold images (training needs all three, evaluation the one it scores),
+    checked before the slow verification. ``on_stage`` hears what is being done, ``on_note`` each note about the
+    split (also kept in ``notes``) as soon as it is known. Raises ``DogbreedError`` for a folder that is not a
+    dataset, a damaged split list, or a required split that is empty.
+    """
+    from dogbreed.datasets import stanford
+
+    index = stanford.scan(root)
+    splits = stanford.make_splits(index, seed=seed, val_fraction=val_fraction, limit_per_class=limit_per_class)
+    for note in splits.notes:
+        if on_note:
+            on_note(note)
+    _check_required(root, splits, require)
+    opened = OpenedDataset(
+        root, index, splits.train, splits.val, splits.test, {}, splits.official, list(splits.notes)
+    ).leaving_out({})
+    if not verify:
+        return opened
+    if on_stage:
+        on_stage(VERIFYING)
+    return opened.leaving_out(stanford.verify(index))
+
+
+def _check_required(root: Path, splits: Splits, require: Collection[str]) -> None:
+    if all(getattr(splits, name) for name in require):
+        return
+    if len(require) == 1:
+        (name,) = require
+        raise DogbreedError(f"the {name} split of {root} is empty; choose another --split or add images")
+    names = "/".join(_PART_NAMES[name] for name in require)
+    sizes = "/".join(str(len(getattr(splits, name))) for name in require)
+    raise DogbreedError(f"{root} is too small to split into {names} ({sizes}); add images")
+
+
+def split_params(run: Any) -> dict[str, Any]:
+    """The seed, validation fraction and per-breed limit a run split its dataset with (the defaults without one):
+    ``open_dataset(root, **split_params(run))`` makes the very splits that run trained on."""
+    params = (run.params if run is not None else None) or {}
+    return {
+        "seed": int(params.get("seed", 0)),
+        "val_fraction": float(params.get("val_fraction", 0.1)),
+        "limit_per_class": params.get("limit_per_class"),
+    }

@@ -1,0 +1,103 @@
+"""Training's vocabulary: the configuration a run is started with, the result it ends with, the listener that
+hears its progress, and the exception SIGTERM becomes.
+
+Light module: no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dogbreed.errors import DogbreedError
+
+
+@dataclass
+class TrainConfig:
+    dataset: Path
+    checkpoints_dir: Path
+    model: str | None = "ResNet"  # None: the warm-start source's architecture (else ResNet)
+    mode: str | None = "extractor"  # None: the warm-start source's mode (else extractor)
+    epochs: int = 10
+    batch: int = 64
+    lr: float = 1e-3
+    image_size: int | None = None  # None: the architecture's own crop size (or the warm-start source's)
+    pretrained: bool = True
+    weights: Path | None = None
+    device: str = "auto"
+    workers: int = 2
+    seed: int = 0
+    limit_per_class: int | None = None
+    name: str | None = None
+    save: bool = True
+    cache_features: bool = True
+    val_fraction: float = 0.1
+    precision: str = "auto"
+    init_from: str | None = None  # warm start: a run id or a dogbreed checkpoint path
+    tensorboard: Path | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], checkpoints_dir: Path) -> TrainConfig:
+        """The configuration a run was started with (keys of older or newer versions ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in params.items() if k in known}
+        values["checkpoints_dir"] = Path(values.get("checkpoints_dir") or checkpoints_dir)
+        for key in ("dataset", "weights", "tensorboard"):
+            if values.get(key) is not None:
+                values[key] = Path(values[key])
+        return cls(**values)
+
+    def check(self) -> None:
+        """A one-line error for a setting no run can start with."""
+        if self.epochs < 1:
+            raise DogbreedError("--epochs must be at least 1")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise DogbreedError(f"--lr must be a positive number, not {self.lr}")
+        if not 0 <= self.seed < 2**32:
+            raise DogbreedError("--seed must be from 0 to 2^32 - 1")
+        if self.image_size is not None and not 16 <= self.image_size <= 1024:
+            raise DogbreedError("--image-size must be from 16 to 1024 pixels")
+        if self.init_from is not None and self.weights is not None:
+            raise DogbreedError("--from already gives the starting weights; drop --weights")
+
+
+class Listener:
+    """Receives training events; the CLI renders them (progress bars, an epoch table). Does nothing here."""
+
+    def stage(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+    def start(self, description: str, total: int) -> None: ...
+
+    def advance(self, n: int = 1, loss: float | None = None) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def epoch(self, row: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    run_id: int
+    status: str
+    checkpoint: Path | None
+    best_epoch: int | None
+    best_val_acc: float | None
+    test: dict[str, Any] | None
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"
+    resumed_after: int | None = None  # the epoch a resumed run continued from
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (torchrun stops the other ranks this way when one dies). A BaseException, like Ctrl-C, so
+    that no ``except Exception`` on the way swallows it."""
