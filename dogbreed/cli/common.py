@@ -215,3 +215,38 @@ def open_db(ctx: typer.Context):
 def examples(*lines: str) -> str:
     """A help epilog: real examples, one per line."""
     return "Examples:\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
+
+
+# ---------------------------------------------------------------- shared renderings
+
+def given_options(ctx: typer.Context) -> dict[str, str]:
+    """{parameter name: its option as typed} for the options given on the command line or by the environment."""
+    given = {}
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT"):
+            given[param.name] = param.opts[0] if param.opts else param.name
+    return given
+
+
+EPOCH_COLUMNS = (
+    ("epoch", "epoch", "{}"),
+    ("train_loss", "loss", "{:.4f}"),
+    ("train_acc", "acc", "{:.1%}"),
+    ("val_loss", "val loss", "{:.4f}"),
+    ("val_acc", "val acc", "{:.1%}"),
+    ("val_top5", "val top5", "{:.1%}"),
+    ("val_f1", "val F1", "{:.3f}"),
+    ("seconds", "s", "{:.1f}"),
+)
+
+
+def epoch_table(rows: list[dict[str, Any]], header: bool = True, title: str | None = None) -> Table:
+    table = Table(show_header=header, title=title, box=None)
+    for _key, label, _fmt in EPOCH_COLUMNS:
+        table.add_column(label, justify="right", width=8, no_wrap=True)
+    table.add_column("", min_width=4)
+    for row in rows:
+        cells = ["" if row.get(key) is None else fmt.format(row[key]) for key, _label, fmt in EPOCH_COLUMNS]
+        table.add_row(*cells, "kept" if row.get("best") else "")
+    return table

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -15,7 +16,7 @@ RUN_STATUSES = ("running", "finished", "interrupted", "failed")
 _RUN_COLUMNS = (
     "id, name, status, model, mode, device, dataset, num_classes, checkpoint_path, checkpoint_sha256, best_epoch, "
     "best_val_acc, test_acc, test_top5, test_macro_f1, started_at, finished_at, duration_s, error, precision, "
-    "init_from, last_checkpoint_path"
+    "init_from, last_checkpoint_path, owner_pid, classes"
 )
 # The columns a run's owner may update as it goes (anything else is fixed at start).
 _UPDATABLE = frozenset(
@@ -79,6 +80,8 @@ class RunRecord:
     precision: str | None
     init_from: str | None
     last_checkpoint_path: str | None
+    owner_pid: int | None = None
+    classes: list[str] | None = None  # the breed keys its model knows, in output order
     epochs_done: int = 0
     params: dict[str, Any] | None = None
     test_report: dict[str, Any] | None = None
@@ -102,11 +105,12 @@ def start_run(
     precision: str | None = None,
     init_from: str | None = None,
     owner_pid: int | None = None,
+    classes: list[str] | None = None,
 ) -> int:
     with write(conn):
         cur = conn.execute(
             "INSERT INTO runs (name, status, model, mode, device, dataset, params, num_classes, started_at, "
-            "owner_pid, precision, init_from) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "owner_pid, precision, init_from, classes) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 name,
                 model,
@@ -119,6 +123,7 @@ def start_run(
                 owner_pid,
                 precision,
                 init_from,
+                json.dumps(classes) if classes is not None else None,
             ),
         )
     return int(cur.lastrowid)
@@ -186,16 +191,22 @@ def mark_abandoned(conn: sqlite3.Connection) -> int:
                 conn.execute(
                     "UPDATE runs SET status = 'interrupted', error = ?, finished_at = ? WHERE id = ? AND "
                     "status = 'running'",
-                    ("the training process ended without finishing (killed?)", utcnow(), run_id),
+                    (ENDED_UNFINISHED, utcnow(), run_id),
                 )
     return len(dead)
 
 
+ENDED_UNFINISHED = "the training process ended without finishing (killed?)"
+
+
 def _run(row: sqlite3.Row, detail: bool = False) -> RunRecord:
     values = dict(row)
-    for key in ("params", "test_report", "skipped"):
+    for key in ("params", "test_report", "skipped", "classes"):
         if key in values:
             values[key] = json.loads(values[key]) if values[key] else None
+    owner = values.get("owner_pid")
+    if values.get("status") == "running" and owner != os.getpid() and not pid_alive(owner):  # read as it is
+        values.update(status="interrupted", error=values.get("error") or ENDED_UNFINISHED)
     return RunRecord(**values)
 
 

@@ -14,7 +14,7 @@ import copy
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -59,14 +59,38 @@ def resume(
     listener: Listener | None = None,
     *,
     checkpoints_dir: Path | None = None,
+    fixed_options: Sequence[str] = (),
     **overrides: Any,
 ) -> TrainResult:
     """Continue run ``run_id`` from its last completed epoch, in the same record. ``overrides`` may change what
-    does not alter the result's meaning: device, workers (data loading), dataset (moved), tensorboard."""
+    does not alter the result's meaning: device, workers (data loading), dataset (moved), tensorboard.
+    ``fixed_options``: options the caller was given that a resume cannot honour (named in the error, after the run
+    itself is found)."""
+    if distributed.env_rank() == 0:
+        _check_resume_request(db_path, run_id, fixed_options)
     unknown = set(overrides) - RESUMABLE
     if unknown:
         raise DogbreedError(f"a resumed run keeps its own settings; these cannot change: {', '.join(sorted(unknown))}")
     return _on_every_rank(db_path, listener, resume_id=run_id, overrides=overrides, checkpoints_dir=checkpoints_dir)
+
+
+def _check_resume_request(db_path: Path, run_id: int, fixed_options: Sequence[str]) -> None:
+    """The first things to know about a resume: that the run exists, then that nothing fixing its result changes."""
+    from dogbreed.store import open_store
+    from dogbreed.store.runs import get_run
+
+    conn = open_store(db_path)  # created or migrated before training writes to it
+    try:
+        known = get_run(conn, run_id) is not None
+    finally:
+        conn.close()
+    if not known:
+        raise DogbreedError(f"no training run with id {run_id}; see 'dogbreed stats'")
+    if fixed_options:
+        raise DogbreedError(
+            f"--resume continues run {run_id} with its own settings; drop {', '.join(fixed_options)} "
+            f"(or start a new run from it with --from {run_id})"
+        )
 
 
 def _on_every_rank(
@@ -80,6 +104,10 @@ def _on_every_rank(
 ) -> TrainResult:
     """Join the distributed run (when under torchrun), read what a resume continues from, and train."""
     listener = listener or Listener()
+    if distributed.env_rank() == 0:
+        from dogbreed.store import open_store
+
+        open_store(db_path).close()  # created or migrated before training writes to it
     device_request = (overrides or {}).get("device") or (config.device if config else "auto")
     ctx, rank_device = distributed.start(device_request)
     if not ctx.main:
@@ -237,6 +265,7 @@ class Session:
             "num_classes": len(self.classes),
             "precision": self.precision.name,
             "init_from": chosen.init_from,
+            "classes": [key for key, _ in self.classes],
         }
         self.record.open(self.db_path, self.resume_id, values)
         self.record.result.precision = self.precision.name
