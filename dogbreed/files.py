@@ -31,6 +31,14 @@ def file_sha256(path: Path | str) -> str:
     return digest.hexdigest()
 
 
+def read_hashed(path: Path | str) -> tuple[bytes, str]:
+    """A file's whole content and its sha256, from one read: what the caller goes on to load is exactly what was
+    hashed, whatever happens to the file meanwhile (a model's identity must be that of the bytes that ran)."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return data, hashlib.sha256(data).hexdigest()
+
+
 def read_regular_file(path: Path, max_bytes: int) -> bytes:
     """The bytes of ``path`` if it is a regular file of at most ``max_bytes``.
 

@@ -24,6 +24,7 @@ from typing import Any
 from dogbreed.engines import Choice, Engine, Execution, choose_for, engine_class, load_engine, validate
 from dogbreed.errors import DogbreedError
 from dogbreed.models.sources import ModelSource
+from dogbreed.pause import pause_point
 from dogbreed.store import jobs as job_rows
 from dogbreed.store.jobs import JobOutcome
 from dogbreed.store.predictions import JobResult
@@ -178,6 +179,7 @@ def init_worker(source: ModelSource, choice: Choice, db_path: str, threads: int,
     """Pool initializer: load the engine once per worker process (or adopt the one inherited from the parent)."""
     from dogbreed.store import connect
 
+    _WORKER.pop("error", None)
     if parent_pid is not None:  # a pool process
         import signal
 
@@ -186,7 +188,11 @@ def init_worker(source: ModelSource, choice: Choice, db_path: str, threads: int,
     if _PRELOADED.get("key") == (source.key, choice):
         engine = _PRELOADED["engine"]
     else:
-        engine = load_engine(source, choice)
+        try:
+            engine = load_engine(source, choice)
+        except DogbreedError as exc:  # its file changed or broke since the jobs were planned: they fail, saying why
+            _WORKER.update(error=f"the model could not be loaded: {exc}")
+            return
     engine.set_threads(threads)
     _WORKER.update(engine=engine, conn=connect(db_path, readonly=True))
 
@@ -214,6 +220,8 @@ def run_batch(claimed: list[tuple[int, int]]) -> list[JobOutcome]:
     from dogbreed.imaging import preprocess
     from dogbreed.store.images import get_blobs
 
+    if "error" in _WORKER:  # this worker could not load the model: every batch it is given fails with the reason
+        raise DogbreedError(_WORKER["error"])
     engine: Engine = _WORKER["engine"]
     start = time.perf_counter()
     blobs = get_blobs(_WORKER["conn"], [image_id for _, image_id in claimed])
@@ -301,6 +309,7 @@ def run_jobs(
         outcome.dropped += dropped
         if on_progress:
             on_progress(outcome.done, outcome.failed, len(job_ids))
+        pause_point()  # tests only (DOGBREED_PAUSE_WHILE): act while the run is certainly under way
 
     for attempt in range(2):  # a pool whose worker died is restarted once, its jobs requeued first
         in_flight: dict[Future, list[tuple[int, int]]] = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 from dogbreed.engines import Choice
 from dogbreed.errors import DogbreedError
 from dogbreed.models.sources import ModelSource
+from dogbreed.pause import pause_point
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     outcome = predict.PredictOutcome(source, choice, job_ids=jobs.queued_ids(conn, source.key))
     request = predict.PredictRequest(batch_size=args.batch_size, workers=args.workers, threads=args.threads)
     print(f"{len(outcome.job_ids)} queued job(s) for {source.name}", flush=True)
+    pause_point()  # tests only (DOGBREED_PAUSE_WHILE): its queue is read, the model not loaded yet
     try:
         engine = predict._preload(source, choice)
     except DogbreedError as exc:  # a model that cannot be built: its jobs would otherwise wait forever

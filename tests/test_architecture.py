@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "dogbreed.config",
             "dogbreed.files",
             "dogbreed.procs",
+            "dogbreed.pause",
             "dogbreed.breeds",
             "dogbreed.imagenet",
             "dogbreed.imaging",

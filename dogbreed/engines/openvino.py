@@ -19,6 +19,7 @@ it: a parent that compiled nothing forks cleanly.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,10 @@ import openvino as ov
 from dogbreed.engines import Choice, Engine, Execution, ModelSpec, Scores, cpu_execution
 from dogbreed.engines import cpu as cpu_features
 from dogbreed.engines.convert import cache_dir, convert_cached
-from dogbreed.errors import DogbreedError
+from dogbreed.errors import DogbreedError, ModelChanged
+from dogbreed.files import read_hashed
 from dogbreed.formats.export import META_KEY, ExportMeta
-from dogbreed.models.sources import ModelSource
+from dogbreed.models.sources import ModelSource, export_key
 
 _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the quantized layers are int8 whatever the hint
 
@@ -85,33 +87,81 @@ def _check_io(model: ov.Model, meta: ExportMeta, where: str) -> None:
         raise DogbreedError(f"{where} gives {probs} scores, not one per each of its {len(meta.classes)} classes")
 
 
-_READ: dict[tuple, tuple[ov.Model, ExportMeta]] = {}
+@dataclass(frozen=True)
+class LoadedExport:
+    """An exported model read from its files, with the identity of the very bytes it was read from."""
+
+    model: ov.Model
+    meta: ExportMeta
+    key: str  # sources.export_key of the bytes read: what predictions made with ``model`` are recorded under
+
+
+_READ: dict[tuple, LoadedExport] = {}
 
 
 def read_export(path: Path | str) -> tuple[ov.Model, ExportMeta]:
-    """An exported model and its validated description; a damaged or foreign file is a one-line error. Kept for
-    the process (keyed by the file's identity), since choosing and loading both read it and reading an ONNX file
-    converts it."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise DogbreedError(f"{path}: {exc.strerror or exc}") from None
-    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    """An exported model and its validated description (see ``load_export``)."""
+    loaded = load_export(path)
+    return loaded.model, loaded.meta
+
+
+def load_export(path: Path | str) -> LoadedExport:
+    """An exported model, its validated description and the identity of the bytes it came from; a damaged or
+    foreign file is a one-line error. Kept for the process (keyed by its files' sizes, times and inodes), since
+    choosing and loading both read it and reading an ONNX file converts it."""
+    key = _files_state(Path(path))
     if key not in _READ:
         _READ.clear()
-        _READ[key] = _read_export(path)
+        _READ[key] = _load_export(Path(path))
     return _READ[key]
 
 
-def _read_export(path: Path | str) -> tuple[ov.Model, ExportMeta]:
+def _weights_file(path: Path) -> Path | None:
+    """The .bin beside an IR's .xml (OpenVINO's own rule), if there is one."""
+    weights = path.with_suffix(".bin")
+    return weights if path.suffix.lower() == ".xml" and weights.is_file() else None
+
+
+def _files_state(path: Path) -> tuple:
+    state: list = [str(path)]
+    for file in (path, _weights_file(path)):
+        if file is None:
+            continue
+        try:
+            st = os.stat(file)
+        except OSError as exc:
+            raise DogbreedError(f"{file}: {exc.strerror or exc}") from None
+        state += [st.st_size, st.st_mtime_ns, st.st_ino]
+    return tuple(state)
+
+
+def _load_export(path: Path) -> LoadedExport:
+    """Read the files once, hash those bytes and build the model from them: the key is that of what runs."""
     where = str(path)
+    weights_path = _weights_file(path)
+    if path.suffix.lower() == ".xml" and weights_path is None:
+        raise DogbreedError(
+            f"{where} cannot be read as an OpenVINO or ONNX model: its .bin file cannot be found (an IR is two "
+            f"files: {path.with_suffix('.bin').name} belongs beside it)"
+        )
     try:
-        model = _core().read_model(where)
-    except RuntimeError as exc:
-        raise DogbreedError(f"{where} cannot be read as an OpenVINO or ONNX model: {_reason(exc)}") from None
+        graph, graph_sha = read_hashed(path)
+        weights, weights_sha = read_hashed(weights_path) if weights_path else (None, None)
+    except OSError as exc:
+        raise DogbreedError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    model = model_from_bytes(graph, weights, where)
     meta = read_meta(model, where)
     _check_io(model, meta, where)
-    return model, meta
+    return LoadedExport(model, meta, export_key(graph_sha, weights_sha))
+
+
+def model_from_bytes(graph: bytes, weights: bytes | None, where: str) -> ov.Model:
+    """An IR (.xml text and .bin weights) or an ONNX file, from bytes already read (OpenVINO copies the weights,
+    so the model owns them)."""
+    try:
+        return _core().read_model(graph, weights if weights is not None else b"")
+    except RuntimeError as exc:
+        raise DogbreedError(f"{where} cannot be read as an OpenVINO or ONNX model: {_reason(exc)}") from None
 
 
 # ---------------------------------------------------------------- the engine
@@ -125,7 +175,10 @@ class OpenVinoEngine(Engine):
             raise DogbreedError(f"the openvino engine runs fp32, bf16 or int8, not {precision}")
         self.device, self.precision = "cpu", precision
         path = source.ref if source.kind == "export" else convert_cached(source)
-        self.model, self.meta = read_export(path)
+        loaded = load_export(path)
+        if source.kind == "export" and loaded.key != source.key:  # replaced since it was chosen
+            raise ModelChanged("exported model", path, source.key, loaded.key)
+        self.model, self.meta = loaded.model, loaded.meta
         if source.kind != "export" and self.meta.source_key != source.key:
             raise DogbreedError(f"the cached conversion {path} belongs to another model; delete {cache_dir()}")
         if (self.meta.precision == "int8") != (precision == "int8"):
@@ -163,7 +216,9 @@ class OpenVinoEngine(Engine):
         """An export is read and its description and inputs/outputs checked; other models are converted from torch
         when first run (``engines.validate`` asks the torch engine about them)."""
         if source.kind == "export":
-            read_export(source.ref)
+            loaded = load_export(source.ref)
+            if loaded.key != source.key:
+                raise ModelChanged("exported model", source.ref, source.key, loaded.key)
 
     def set_threads(self, threads: int) -> None:
         threads = max(1, threads)

@@ -25,19 +25,22 @@ from dogbreed.models.sources import ModelSource
 
 
 def load_predictor(source: ModelSource) -> tuple[torch.nn.Module, ModelSpec]:
-    """The inference graph of a checkpoint or ready model (on the CPU, eval mode) and its spec."""
+    """The inference graph of a checkpoint or ready model (on the CPU, eval mode) and its spec, built from the
+    very bytes whose sha256 is the source's key (a file replaced since it was chosen is ``ModelChanged``), so
+    whatever is recorded under that key was computed by that model."""
     from dogbreed.breeds import BREEDS
     from dogbreed.models.build import load_checkpoint
     from dogbreed.models.predictor import Predictor
 
     if source.kind == "checkpoint":
-        model, meta = load_checkpoint(source.ref)
+        model, meta = load_checkpoint(source.ref, expect_sha256=source.key)
         net = Predictor(model)
         return net.eval(), ModelSpec.of(meta.classes, meta.preprocessing, net.has_dog)
     if source.kind == "ready":
         from dogbreed.models import zoo
 
-        model, info = zoo.load_imagenet_model(source.arch, source.weights, source.weights_file)
+        expect = source.key if source.weights_file else None  # published weights are named, not hashed
+        model, info = zoo.load_imagenet_model(source.arch, source.weights, source.weights_file, expect_sha256=expect)
         net = Predictor(model, imagenet=True)
         return net.eval(), ModelSpec(tuple(b.wnid for b in BREEDS), info.preprocessing, True)
     raise DogbreedError(f"{source.ref} is an exported model: run it with --engine openvino (or auto)")
@@ -83,11 +86,11 @@ class TorchEngine(Engine):
         if source.kind == "checkpoint":
             from dogbreed.models.build import load_checkpoint
 
-            load_checkpoint(source.ref, device="meta")
+            load_checkpoint(source.ref, device="meta", expect_sha256=source.key)
         elif source.kind == "ready" and source.weights_file:
             from dogbreed.models.weights import read_weights_file
 
-            read_weights_file(Path(source.weights_file))
+            read_weights_file(Path(source.weights_file), expect_sha256=source.key)
         elif source.kind == "export":
             raise DogbreedError(f"{source.ref} is an exported model: run it with --engine openvino (or auto)")
 

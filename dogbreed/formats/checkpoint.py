@@ -127,10 +127,13 @@ def _is_state_dict(value: Any) -> bool:
     return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
-def read_checkpoint(path: Path | str) -> tuple[CheckpointMeta, dict[str, torch.Tensor], dict[str, Any]]:
-    """(metadata, weights, everything else the file holds) without unpickling arbitrary objects."""
+def read_checkpoint(
+    path: Path | str, expect_sha256: str | None = None
+) -> tuple[CheckpointMeta, dict[str, torch.Tensor], dict[str, Any]]:
+    """(metadata, weights, everything else the file holds) without unpickling arbitrary objects. With
+    ``expect_sha256``, a file that no longer holds those bytes is refused (``errors.ModelChanged``)."""
     path = Path(path)
-    payload = load_tensors(path, "checkpoint")
+    payload = load_tensors(path, "checkpoint", expect_sha256)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         if _is_state_dict(payload):
             raise DogbreedError(

@@ -6,6 +6,7 @@ Both checkpoints (``formats.checkpoint``) and torchvision weights files (``model
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -13,8 +14,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from dogbreed.errors import DogbreedError
-from dogbreed.files import write_problem
+from dogbreed.errors import DogbreedError, ModelChanged
+from dogbreed.files import read_hashed, write_problem
 
 CHECKPOINTS_HINT = " (DOGBREED_CHECKPOINTS for training)"  # where a write error says the folder can be moved
 E = TypeVar("E", bound=BaseException)
@@ -73,23 +74,28 @@ def _behind(exc: BaseException | None, kind: type[E]) -> E | None:
 
 
 
-def load_tensors(path: Path, what: str) -> Any:
+def load_tensors(path: Path, what: str, expect_sha256: str | None = None) -> Any:
     """torch.load without unpickling arbitrary objects; a file that is not a torch file is a one-line error
-    naming what it looks like."""
+    naming what it looks like. The file is read once, and every check and the load itself see those very bytes;
+    with ``expect_sha256`` (the identity the model was chosen by) other bytes are refused (``ModelChanged``)."""
     if not path.is_file():
         raise DogbreedError(f"{what} {path} does not exist or is not a regular file")
-    size = path.stat().st_size
-    if size == 0:
+    try:
+        data, digest = read_hashed(path)
+    except OSError as exc:
+        raise DogbreedError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    if expect_sha256 is not None and digest != expect_sha256:
+        raise ModelChanged(what, path, expect_sha256, digest)
+    if not data:
         raise DogbreedError(f"{what} {path} is empty (0 bytes)")
-    with open(path, "rb") as fh:
-        head = fh.read(8)
+    head = data[:8]
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
         kind = _sniff(head)
         raise DogbreedError(f"{what} {path} is {kind}, not a torch file (.pt/.pth)")
     if head.startswith(b"PK"):
-        _check_stored_only(path, size, what)
+        _check_stored_only(data, path, what)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
         text = " ".join(str(exc).split())
         if "Weights only load failed" in text or "weights_only" in text or "Unsupported global" in text:
@@ -100,13 +106,14 @@ def load_tensors(path: Path, what: str) -> Any:
         raise DogbreedError(f"{what} {path} cannot be read as a torch file: {text[:160]}") from None
 
 
-def _check_stored_only(path: Path, size: int, what: str) -> None:
+def _check_stored_only(data: bytes, path: Path, what: str) -> None:
     """torch.save stores every zip entry uncompressed, so tensors can never be larger than the file; a compressed
     entry would let a 300 KB file allocate gigabytes inside torch.load (a decompression bomb)."""
     import zipfile
 
+    size = len(data)
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
             entries = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DogbreedError(f"{what} {path} is a damaged torch file ({exc})") from None

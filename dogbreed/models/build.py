@@ -161,9 +161,12 @@ def check_input_size(model: nn.Module, arch: str, size: int, device: torch.devic
         model.train(was_training)
 
 
-def load_checkpoint(path: Path | str, device: torch.device | str = "cpu") -> tuple[Classifier, CheckpointMeta]:
-    """The model (in eval mode, on ``device``) and its description."""
-    meta, state, _ = read_checkpoint(path)
+def load_checkpoint(
+    path: Path | str, device: torch.device | str = "cpu", expect_sha256: str | None = None
+) -> tuple[Classifier, CheckpointMeta]:
+    """The model (in eval mode, on ``device``) and its description; with ``expect_sha256``, built only from a file
+    that still holds those bytes (see ``read_checkpoint``)."""
+    meta, state, _ = read_checkpoint(path, expect_sha256)
     model = skeleton(
         lambda: build_model(meta.arch, meta.mode, len(meta.classes), keep_imagenet_head=meta.imagenet_head)
     )

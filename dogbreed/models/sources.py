@@ -110,12 +110,15 @@ def from_checkpoint(path: Path | str, run_id: int | None = None, reason: str = "
 
 
 def _export_key(path: Path) -> str:
-    """An OpenVINO IR is two files (.xml graph, .bin weights): its identity covers both."""
-    key = file_sha256(path)
     weights = path.with_suffix(".bin")
-    if path.suffix.lower() == ".xml" and weights.is_file():
-        key = file_sha256(weights)[:32] + key[:32]
-    return key
+    has_weights = path.suffix.lower() == ".xml" and weights.is_file()
+    return export_key(file_sha256(path), file_sha256(weights) if has_weights else None)
+
+
+def export_key(graph_sha256: str, weights_sha256: str | None) -> str:
+    """An exported model's identity from its files' sha256: an OpenVINO IR is two files (.xml graph, .bin
+    weights), so its key covers both; an ONNX file (or an IR without weights) is its own sha256."""
+    return graph_sha256 if weights_sha256 is None else weights_sha256[:32] + graph_sha256[:32]
 
 
 def from_ready(arch: str, weights: str | None = None, weights_file: Path | str | None = None) -> ModelSource:

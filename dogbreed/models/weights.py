@@ -18,10 +18,10 @@ from dogbreed.formats.torchfile import load_tensors
 M = TypeVar("M", bound=nn.Module)
 
 
-def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+def read_weights_file(path: Path, expect_sha256: str | None = None) -> dict[str, torch.Tensor]:
     """A torchvision state dict read safely from ``path``, or a one-line error saying what the file
-    is instead."""
-    state = load_tensors(path, "weights file")
+    is instead; with ``expect_sha256``, only from a file that still holds those bytes."""
+    state = load_tensors(path, "weights file", expect_sha256)
     if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
         raise DogbreedError(
             f"weights file {path} is a dogbreed checkpoint, not a torchvision state dict; "

@@ -128,10 +128,15 @@ def ready_models() -> list[ReadyModel]:
 
 
 def load_imagenet_model(
-    arch: str, weights: str | None = None, weights_file: Path | None = None, progress: bool = True
+    arch: str,
+    weights: str | None = None,
+    weights_file: Path | None = None,
+    progress: bool = True,
+    expect_sha256: str | None = None,
 ) -> tuple[Any, ReadyModel]:
     """The torchvision ImageNet classifier ``arch`` with its published weights (downloaded once and cached), or
-    with ``weights_file`` (the same state dict, from disk). Returns (model in eval mode, its description)."""
+    with ``weights_file`` (the same state dict, from disk; with ``expect_sha256``, only if it still holds those
+    bytes). Returns (model in eval mode, its description)."""
     import torchvision
 
     from dogbreed.models.weights import load_state_into, read_weights_file, skeleton
@@ -139,7 +144,7 @@ def load_imagenet_model(
     info = describe(arch, weights)
     model = skeleton(lambda: torchvision.models.get_model(arch, weights=None))
     if weights_file is not None:
-        state = read_weights_file(Path(weights_file))
+        state = read_weights_file(Path(weights_file), expect_sha256)
         load_state_into(
             model, state, f"weights file {weights_file}", f"{arch} (a torchvision ImageNet state dict, 1000 classes)"
         )

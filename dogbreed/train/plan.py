@@ -78,7 +78,7 @@ def plan_warm_start(config: TrainConfig, classes: list[list[str]], db_path: Path
         source, source_run = _warm_source(str(config.init_from), conn)
     finally:
         conn.close()
-    meta, state, _ = read_checkpoint(source.ref)
+    meta, state, _ = read_checkpoint(source.ref, expect_sha256=source.key)  # the file its run was found by
     if config.model is not None and resolve_arch(config.model) != meta.arch:
         raise DogbreedError(
             f"--from {config.init_from} is a {meta.arch}; a warm start keeps the architecture (drop --model)"

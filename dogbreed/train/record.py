@@ -16,6 +16,7 @@ from dogbreed.errors import DogbreedError
 from dogbreed.files import safe_name
 from dogbreed.formats.checkpoint import CheckpointMeta, save_checkpoint
 from dogbreed.metrics import compute_metrics
+from dogbreed.pause import pause_point
 from dogbreed.store import connect
 from dogbreed.store import runs as run_rows
 from dogbreed.store.runs import EpochRecord
@@ -142,6 +143,7 @@ class RunRecorder:
         run_rows.update_run(
             self.conn, self.id, best_epoch=self.result.best_epoch, best_val_acc=self.result.best_val_acc, **values
         )
+        pause_point()  # tests only (DOGBREED_PAUSE_WHILE): act while the run is certainly under way
 
     def _better(self, row: EpochRecord) -> bool:
         """Higher validation accuracy wins; at equal accuracy, lower validation loss (a tie is common on small
