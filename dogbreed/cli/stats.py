@@ -169,7 +169,8 @@ def _print_run(run: Any, evals: list[dict[str, Any]], checks: list[dict[str, Any
         emit(checks, RECORDED_COLUMNS, "table", title="engine checks (agreement with torch fp32; 'dogbreed check')")
     if run.error:
         out.print(f"{run.status}: {safe(run.error)}", soft_wrap=True)
-    if run.status in ("interrupted", "failed") and run.last_checkpoint_path:
+    resumable = run.last_checkpoint_path and Path(run.last_checkpoint_path).is_file()
+    if run.status in ("interrupted", "failed") and resumable:  # advice only where it can be followed
         out.print(f"continue it with: dogbreed train --resume {run.id}")
 
 

@@ -216,7 +216,9 @@ def train_cmd(
     if main_rank:
         _print_result(result, as_json)
     if result.status == "interrupted":
-        raise typer.Exit(130)
+        from dogbreed.procs import stop_exit_code
+
+        raise typer.Exit(stop_exit_code())  # 130 for Ctrl-C, 129 for SIGHUP
 
 
 def _resume(ctx: typer.Context, o: dict[str, Any], listener: Any) -> Any:

@@ -181,6 +181,46 @@ def reopen_run(
         )
 
 
+@dataclass(frozen=True)
+class ResumeClaim:
+    """What ``claim_for_resume`` found: whether this process took the run, and the run as it was (so a resume that
+    cannot start hands it back unchanged)."""
+
+    taken: bool
+    status: str | None  # None: no such run
+    owner_pid: int | None
+    error: str | None = None
+    finished_at: str | None = None
+
+
+def claim_for_resume(conn: sqlite3.Connection, run_id: int, owner_pid: int) -> ResumeClaim:
+    """Atomically take run ``run_id`` for resuming: only a run that is not finished and whose owner process is gone
+    can be taken; it becomes 'running' under ``owner_pid``. One write transaction, so of two resumers started
+    together exactly one takes it, and the other changes nothing (it is told the status and owner it found)."""
+    with write(conn):
+        row = conn.execute(
+            "SELECT status, owner_pid, error, finished_at FROM runs WHERE id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            return ResumeClaim(False, None, None)
+        status, owner, error, finished_at = row
+        if status == "finished" or (status == "running" and pid_alive(owner)):
+            return ResumeClaim(False, status, owner)
+        conn.execute("UPDATE runs SET status = 'running', owner_pid = ? WHERE id = ?", (owner_pid, run_id))
+    return ResumeClaim(True, status, owner, error, finished_at)
+
+
+def hand_back(conn: sqlite3.Connection, run_id: int, claim: ResumeClaim, owner_pid: int) -> None:
+    """Give back a run taken by ``claim_for_resume`` whose resume never started training (its files or settings
+    could not be used): as it was found, unless it has moved on since (its owner recorded how it ended)."""
+    with write(conn):
+        conn.execute(
+            "UPDATE runs SET status = ?, owner_pid = ?, error = ?, finished_at = ? "
+            "WHERE id = ? AND status = 'running' AND owner_pid = ?",
+            (claim.status, claim.owner_pid, claim.error, claim.finished_at, run_id, owner_pid),
+        )
+
+
 def mark_abandoned(conn: sqlite3.Connection) -> int:
     """Runs still 'running' whose process is gone (killed, crashed, machine rebooted) become 'interrupted'."""
     rows = conn.execute("SELECT id, owner_pid FROM runs WHERE status = 'running'").fetchall()

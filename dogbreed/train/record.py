@@ -184,6 +184,13 @@ class RunRecorder:
         if self.ctx.main and self.conn is not None and self.id:
             run_rows.update_run(self.conn, self.id, status=status, skipped=skipped or {}, error=error, **self._ended())
 
+    def resume_advice(self) -> str:
+        """What continues this run, said only when it can: its training state was saved after an epoch."""
+        if self.config.save and self.rows and self.last.is_file():
+            return f"continue it with 'dogbreed train --resume {self.id}'"
+        why = "it ran with --no-save" if not self.config.save else "it ended before its first epoch"
+        return f"it kept no training state to resume from ({why}): start a new run"
+
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()

@@ -29,6 +29,7 @@ from dogbreed.formats.checkpoint import save_checkpoint
 from dogbreed.metrics import build_report
 from dogbreed.models.build import check_input_size
 from dogbreed.models.devices import select_device
+from dogbreed.procs import HeldSignals
 from dogbreed.train import distributed, plan, state
 from dogbreed.train.config import Listener, Terminated, TrainConfig, TrainResult
 from dogbreed.train.distributed import Context
@@ -112,17 +113,34 @@ def _on_every_rank(
     ctx, rank_device = distributed.start(device_request)
     if not ctx.main:
         listener = Listener()  # rank 0 alone speaks
+    claim = None
     try:
         session = Session(config, db_path, listener, ctx, rank_device)
         if resume_id is not None:
-            session.config, session.state, session.model_state = state.load_resume(
+            session.config, session.state, session.model_state, claim = state.load_resume(
                 db_path, resume_id, overrides or {}, checkpoints_dir, ctx
             )
             session.resume_id = resume_id
         return session.train()
+    except BaseException:
+        if claim is not None:  # a resume that never started training (its data or model could not be used)
+            _hand_back(db_path, resume_id, claim)
+        raise
     finally:
         listener.close()
         distributed.stop(ctx)
+
+
+def _hand_back(db_path: Path, run_id: int, claim: Any) -> None:
+    """The claimed run as it was, unless training recorded how it ended (see ``runs.hand_back``)."""
+    from dogbreed.store import connect
+    from dogbreed.store.runs import hand_back
+
+    conn = connect(db_path)
+    try:
+        hand_back(conn, run_id, claim, os.getpid())
+    finally:
+        conn.close()
 
 
 class Session:
@@ -155,8 +173,10 @@ class Session:
     def train(self) -> TrainResult:
         """The run, start to end (see the module doc); its result, whatever the way it ended."""
         self._prepare()
-        with distributed.SigtermAsException() as guard:
+        with distributed.SigtermAsException() as guard, HeldSignals() as held:
+            self._open_run()  # stop signals wait meanwhile: a recorded run always meets the handlers that close it
             try:
+                held.release()
                 first = self._start_fitting()
                 self._announce(first)
                 if self.ctx.main and self.config.tensorboard is not None:
@@ -171,10 +191,12 @@ class Session:
                 self.record.stop("interrupted", skipped_images(self.data.unreadable, failed))
             except Terminated:
                 self.record.stop("failed", error=TERMINATED)
-                raise DogbreedError(
-                    f"training was terminated (SIGTERM); run {self.record.id} is marked failed; continue it with "
-                    f"'dogbreed train --resume {self.record.id}'"
-                ) from None
+                error = DogbreedError(
+                    f"training was terminated (SIGTERM); run {self.record.id} is marked failed; "
+                    f"{self.record.resume_advice()}"
+                )
+                error.exit_code = 143  # 128 + SIGTERM, as a shell reports a terminated command
+                raise error from None
             except BaseException as exc:
                 guard.hold()
                 self._record_failure(exc)
@@ -186,7 +208,7 @@ class Session:
         return self.record.result
 
     def _prepare(self) -> None:
-        """Everything up to the opened run record: settings checked, seeds, device, precision, data, model."""
+        """Everything before the run is recorded: settings checked, seeds, device, precision, data, model."""
         config, ctx = self.config, self.ctx
         config.check()
         config.dataset = Path(config.dataset).expanduser().resolve()  # the record must find it from anywhere
@@ -203,7 +225,6 @@ class Session:
         self.data = self._open_data()
         self.classes = [[b.wnid, b.name] for b in self.data.index.classes]
         self._build_model()
-        self._open_run()
 
     def _open_data(self) -> OpenedDataset:
         """The dataset split and verified; unreadable images are left out of every split. Rank 0 verifies; the
@@ -366,8 +387,7 @@ class Session:
             text = " ".join(str(exc).split())[:300]
             record.stop("failed", error=f"another training process failed: {text}")
             raise DogbreedError(
-                f"another training process failed; run {record.id} is marked failed; continue it with "
-                f"'dogbreed train --resume {record.id}'"
+                f"another training process failed; run {record.id} is marked failed; {record.resume_advice()}"
             ) from None
         record.stop("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
 

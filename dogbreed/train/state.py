@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import asdict
 from pathlib import Path
@@ -16,6 +17,7 @@ from dogbreed.errors import DogbreedError
 from dogbreed.formats.checkpoint import read_checkpoint
 from dogbreed.store import connect
 from dogbreed.store import runs as run_rows
+from dogbreed.store.runs import ResumeClaim
 from dogbreed.train import distributed
 from dogbreed.train.config import TrainConfig
 from dogbreed.train.distributed import Context
@@ -61,39 +63,57 @@ def seed_everything(seed: int) -> None:
 
 def load_resume(
     db_path: Path, run_id: int, overrides: dict[str, Any], checkpoints_dir: Path | None, ctx: Context
-) -> tuple[TrainConfig, dict | None, dict | None]:
-    """Rank 0 reads the run and its saved state; every rank gets the configuration (and, later, by broadcast, the
-    optimizer state)."""
-    config = state = model_state = None
+) -> tuple[TrainConfig, dict | None, dict | None, ResumeClaim | None]:
+    """Rank 0 claims the run in the store (``runs.claim_for_resume``: of two resumers one wins, the other is refused
+    having written nothing) and reads its saved state; every rank gets the configuration (and, later, by
+    broadcast, the optimizer state). Returns the claim too: a resume that fails before training hands it back."""
+    config = state = model_state = claim = None
     if ctx.main:
         conn = connect(db_path)
         try:
-            run_rows.mark_abandoned(conn)
-            run = run_rows.get_run(conn, run_id)
+            claim = run_rows.claim_for_resume(conn, run_id, os.getpid())
+            _refuse_unclaimed(run_id, claim)
+            try:
+                config, state, model_state = _saved_state(conn, run_id, overrides, checkpoints_dir)
+            except BaseException:
+                run_rows.hand_back(conn, run_id, claim, os.getpid())
+                raise
         finally:
             conn.close()
-        if run is None:
-            raise DogbreedError(f"no training run with id {run_id}; see 'dogbreed stats'")
-        if run.status == "finished":
-            raise DogbreedError(
-                f"run {run_id} already finished; to train further start a new run from it: --from {run_id}"
-            )
-        if run.status == "running":
-            raise DogbreedError(f"run {run_id} is still running (its process is alive); stop it before resuming")
-        if not run.last_checkpoint_path or not Path(run.last_checkpoint_path).is_file():
-            raise DogbreedError(
-                f"run {run_id} kept no training state to resume from (it ended before its first epoch, ran with "
-                "--no-save, or its .last.pt file was removed); start a new run"
-            )
-        config = TrainConfig.from_params(run.params or {}, checkpoints_dir or Path(run.last_checkpoint_path).parent)
-        for key, value in overrides.items():
-            if value is not None:
-                setattr(config, key, Path(value) if key in ("dataset", "tensorboard") else value)
-        meta, model_state, rest = read_checkpoint(run.last_checkpoint_path)
-        state = checked_state(rest.get(STATE_KEY), run.last_checkpoint_path, config.epochs)
-        state = {**state, "meta": asdict(meta)}
     config = distributed.broadcast(ctx, config)
-    return config, state, model_state
+    return config, state, model_state, claim
+
+
+def _refuse_unclaimed(run_id: int, claim: ResumeClaim) -> None:
+    if claim.taken:
+        return
+    if claim.status is None:
+        raise DogbreedError(f"no training run with id {run_id}; see 'dogbreed stats'")
+    if claim.status == "finished":
+        raise DogbreedError(f"run {run_id} already finished; to train further start a new run from it: --from {run_id}")
+    raise DogbreedError(
+        f"run {run_id} is already being trained by process {claim.owner_pid} (another 'dogbreed train --resume "
+        f"{run_id}'?); it was left alone: wait for that process, or stop it before resuming"
+    )
+
+
+def _saved_state(
+    conn: Any, run_id: int, overrides: dict[str, Any], checkpoints_dir: Path | None
+) -> tuple[TrainConfig, dict, dict]:
+    """The run's configuration (with the allowed overrides) and its checked training state."""
+    run = run_rows.get_run(conn, run_id)
+    if not run.last_checkpoint_path or not Path(run.last_checkpoint_path).is_file():
+        raise DogbreedError(
+            f"run {run_id} kept no training state to resume from (it ended before its first epoch, ran with "
+            "--no-save, or its .last.pt file was removed); start a new run"
+        )
+    config = TrainConfig.from_params(run.params or {}, checkpoints_dir or Path(run.last_checkpoint_path).parent)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, Path(value) if key in ("dataset", "tensorboard") else value)
+    meta, model_state, rest = read_checkpoint(run.last_checkpoint_path)
+    state = checked_state(rest.get(STATE_KEY), run.last_checkpoint_path, config.epochs)
+    return config, {**state, "meta": asdict(meta)}, model_state
 
 
 _STATE_TYPES = {
