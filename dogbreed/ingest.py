@@ -18,6 +18,7 @@ from pathlib import Path
 from dogbreed import imaging
 from dogbreed.breeds import Breed, breed_from_folder, display_name
 from dogbreed.files import NotReadable, read_regular_file
+from dogbreed.pause import pause_point
 from dogbreed.store import images as image_rows
 
 BATCH = 32  # files decoded per insert transaction
@@ -177,6 +178,7 @@ def upload(
             status = "new" if done.created else "duplicate"
             label = names.name(record.ground_truth) if record and record.ground_truth else None
             yield UploadResult(printable(str(path)), status, note, record, label)
+        pause_point()  # tests only (DOGBREED_PAUSE_WHILE): a batch is stored and reported, the rest is not
 
 
 def _label_kept(stored: image_rows.ImageRecord | None, asked: str | None) -> str | None:

@@ -181,9 +181,9 @@ def init_worker(source: ModelSource, choice: Choice, db_path: str, threads: int,
 
     _WORKER.pop("error", None)
     if parent_pid is not None:  # a pool process
-        import signal
+        from dogbreed.procs import default_stop_signals
 
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no traceback per worker
+        default_stop_signals()  # Ctrl-C is the parent's to handle; SIGTERM/SIGHUP end a worker quietly
         _exit_with_parent(parent_pid)
     if _PRELOADED.get("key") == (source.key, choice):
         engine = _PRELOADED["engine"]
@@ -275,9 +275,24 @@ def _executor(plan: Execution, source: ModelSource, choice: Choice, db_path: Pat
         return _InlineExecutor(init_worker, (source, choice, str(db_path), plan.threads))
     import multiprocessing
 
+    if not plan.fork:
+        _start_resource_tracker()
     ctx = multiprocessing.get_context("fork" if plan.fork else "spawn")
     initargs = (source, choice, str(db_path), plan.threads, os.getpid())
     return ProcessPoolExecutor(plan.workers, mp_context=ctx, initializer=init_worker, initargs=initargs)
+
+
+def _start_resource_tracker() -> None:
+    """multiprocessing's resource tracker (a spawned pool's semaphores are registered with it) ignores Ctrl-C and
+    SIGTERM but dies of SIGHUP, which a closed terminal sends to the whole group; relaunched, it then prints a
+    traceback per semaphore. Started with the stop signals blocked, it keeps SIGHUP blocked for its life (a
+    signal mask survives exec; it unblocks only the two it ignores). A signal meanwhile reaches us on release."""
+    from multiprocessing import resource_tracker
+
+    from dogbreed.procs import HeldSignals
+
+    with HeldSignals():
+        resource_tracker.ensure_running()
 
 
 def run_jobs(

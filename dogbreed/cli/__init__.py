@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from dogbreed import __version__
-from dogbreed.cli.common import err, out, safe
+from dogbreed.cli.common import err, escape_unencodable_output, out, safe
 from dogbreed.config import resolve_paths
 from dogbreed.errors import DogbreedError
 
@@ -45,14 +45,14 @@ class Group(TyperGroup):
             db = (ctx.obj or {}).get("db", "")
             err.print(f"[red]Error:[/red] store {safe(db)}: {safe(exc)}", soft_wrap=True)
             raise typer.Exit(1) from None
-        except UnicodeEncodeError as exc:  # Linux names may be any bytes; the store keeps UTF-8 text
-            name = exc.object if isinstance(exc.object, str) else ""
-            err.print(
-                f"[red]Error:[/red] {safe(name[:300])!s} is not valid UTF-8, so the store cannot keep it; rename that "
-                "file or folder",
-                soft_wrap=True,
-            )
+        except UnicodeEncodeError as exc:
+            err.print(f"[red]Error:[/red] {_unencodable(exc)}", soft_wrap=True)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP in a command without its own account of the work
+            from dogbreed.procs import stop_exit_code, stop_signal_name
+
+            err.print(f"stopped ({stop_signal_name()})", soft_wrap=True, markup=False)
+            raise typer.Exit(stop_exit_code()) from None
         except OverflowError:
             err.print("[red]Error:[/red] a number is too large (ids and counts must be below 2^63)", soft_wrap=True)
             raise typer.Exit(2) from None
@@ -68,6 +68,15 @@ class Group(TyperGroup):
             raise typer.Exit(1) from None
 
 
+def _unencodable(exc: UnicodeEncodeError) -> str:
+    """Only text bound for the store is encoded as UTF-8 (terminal output that cannot be encoded is escaped, see
+    ``common.clean``), so a UTF-8 failure is a name that is not valid UTF-8 (Linux names may be any bytes)."""
+    text = exc.object if isinstance(exc.object, str) else ""
+    if exc.encoding.replace("-", "").lower() == "utf8":
+        return f"{safe(text[:300])} is not valid UTF-8, so the store cannot keep it; rename that file or folder"
+    return f"this terminal's encoding ({safe(exc.encoding)}) cannot show some text; use a UTF-8 locale"
+
+
 app = typer.Typer(
     cls=Group,
     help="Classify dog photos into the 120 Stanford Dogs breeds; every photo and prediction kept in SQLite.",
@@ -78,6 +87,9 @@ app = typer.Typer(
 
 
 def main() -> None:
+    from dogbreed.procs import stop_on_signals
+
+    stop_on_signals()  # SIGTERM and SIGHUP end a command as Ctrl-C does: its work handed back, one line, no traceback
     app(prog_name="dogbreed")
 
 
@@ -95,6 +107,7 @@ def _root(
     ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
+    escape_unencodable_output()
     ctx.obj = {"db": resolve_paths(db=db).db}
 
 

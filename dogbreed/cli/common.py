@@ -38,10 +38,30 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e
 
 def clean(value: Any) -> str:
     """Text from a file name, a store row or a checkpoint, safe to print: control characters (ESC sequences that
-    could clear or retitle the terminal, bidi overrides) shown as visible escapes, invalid UTF-8 replaced."""
+    could clear or retitle the terminal, bidi overrides) shown as visible escapes, invalid UTF-8 replaced, and
+    characters the output cannot encode (an ASCII terminal: PYTHONIOENCODING=ascii, a C locale) escaped."""
     text = "" if value is None else str(value)
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else "?", text)
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else "?", text)
+    encoding = _output_encoding()
+    return text if encoding is None else text.encode(encoding, "backslashreplace").decode(encoding)
+
+
+def _output_encoding() -> str | None:
+    """stdout's encoding when it is not a UTF one (None: every character can be written)."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    return None if encoding.lower().replace("-", "").startswith("utf") else encoding
+
+
+def escape_unencodable_output() -> None:
+    """Whatever reaches stdout or stderr unencodable is escaped (``\\xe9``), never an exception: the work is done
+    by the time it is reported, so a terminal that cannot show a name must not turn a stored upload into a failure
+    (``clean`` escapes names already; this covers the rest)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # not a text stream we can reconfigure: leave it
+            pass
 
 
 def safe(value: Any) -> str:

@@ -67,6 +67,22 @@ def print_upload_line(r: Any, console: Any = out) -> None:
     out.print(f"[{color}]{r.status:<9}[/{color}] id {r.image_id:<5} {safe(r.path)}{extra}", soft_wrap=True)
 
 
+def _upload_stopped(results: list[Any]) -> None:
+    """One line saying what an interrupted upload stored and what stores the rest; the signal's exit code."""
+    from dogbreed.cli.common import err
+    from dogbreed.procs import stop_exit_code, stop_signal_name
+
+    how = stop_signal_name("")
+    stored = sum(r.status in ("new", "duplicate") for r in results)
+    err.print(
+        f"interrupted{f' ({how})' if how else ''}: {stored} file(s) are stored; the rest are not: run the same "
+        "upload again to store them (files already stored are recognised as duplicates)",
+        soft_wrap=True,
+        markup=False,
+    )
+    raise typer.Exit(stop_exit_code())
+
+
 UPLOAD_COLUMNS = [
     Column("status", "status"),
     Column("id", "id", justify="right"),
@@ -126,10 +142,14 @@ def upload_cmd(
         console=err, transient=True, disable=fmt != "table" or len(files) < 20 or not err.is_terminal
     ) as progress:
         task = progress.add_task("uploading", total=len(files))
-        for result in upload(conn, files, ground_truth=breed, label_from_folder=label_from_folder, filename=filename):
-            results.append(result)
-            progress.advance(task)
-            report(result)
+        stored = upload(conn, files, ground_truth=breed, label_from_folder=label_from_folder, filename=filename)
+        try:
+            for result in stored:
+                results.append(result)
+                progress.advance(task)
+                report(result)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP between two batches (each is stored whole or not)
+            _upload_stopped(results)
     counts = {s: sum(r.status == s for r in results) for s in ("new", "duplicate", "refused")}
     if fmt == "json":
         print_json({"results": [r.to_dict() for r in results], "summary": counts})

@@ -177,15 +177,18 @@ def predict_cmd(
     with _Progress(fmt, quiet) as progress:
         try:
             outcome = predict.run(db_path(ctx), request, on_progress=progress.advance, on_start=progress.start)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: the jobs in flight were handed back
+            from dogbreed.procs import stop_exit_code, stop_signal_name
+
             again = "" if source.reason else f" {source.as_options()}"
+            how = stop_signal_name("")
             err.print(
-                "interrupted: the predictions made so far are stored; the rest stay queued: "
-                f"'dogbreed predict --pending{again}' finishes them",
+                f"interrupted{f' ({how})' if how else ''}: the predictions made so far are stored; the rest stay "
+                f"queued: 'dogbreed predict --pending{again}' finishes them",
                 soft_wrap=True,
                 markup=False,
             )
-            raise typer.Exit(130) from None
+            raise typer.Exit(stop_exit_code()) from None
     _render(outcome, fmt, top_k, quiet, background)
 
 
