@@ -102,7 +102,10 @@ def test_a_resume_that_cannot_start_hands_the_run_back_as_it_was(cli, home, tiny
     moved = tmp_path / "moved"
     proc = subprocess.run(
         train_cmd(cli.db, "--resume", run_id, "--dataset", moved),
-        capture_output=True, text=True, env=home_env(home), timeout=300,
+        capture_output=True,
+        text=True,
+        env=home_env(home),
+        timeout=300,
     )
     assert proc.returncode == 1 and len(error_lines(proc.stdout + proc.stderr)) == 1, proc.stderr
     assert cli.sql("SELECT status, error, finished_at FROM runs WHERE id = ?", (run_id,)) == before
