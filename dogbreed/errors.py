@@ -7,6 +7,11 @@ class DogbreedError(Exception):
     exit_code = 1
 
 
+class DogbreedWarning(UserWarning):
+    """Something the user should know that does not stop the work (a damaged cache rebuilt, say); the CLI prints
+    it as one 'Warning:' line."""
+
+
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's message on one line, cut to ``limit`` characters (libraries raise multi-line essays)."""
     text = " ".join(str(exc).split())

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 FORMATS = ("openvino", "onnx")
 SUFFIXES = {"openvino": ".xml", "onnx": ".onnx"}
 CALIBRATION_IMAGES = 300
+ROOM_HINT = "free some space, or choose another --output"
 MIN_CALIBRATION_IMAGES = 16
 
 
@@ -138,7 +139,7 @@ def _staging(target: Path) -> Iterator[Path]:
         yield tmp
     except OSError as exc:
         if exc.errno == 28:
-            raise DogbreedError(f"cannot write {target}: the disk is full; free some space and try again") from None
+            raise DogbreedError(f"cannot write {target}: the disk is full; {ROOM_HINT}") from None
         raise DogbreedError(f"cannot write {target}: {exc.strerror or exc}") from None
     finally:
         if tmp.exists():
@@ -146,12 +147,13 @@ def _staging(target: Path) -> Iterator[Path]:
 
 
 def save_openvino(model: Any, target: Path) -> list[Path]:
-    """The IR pair (target .xml and .bin), written atomically; weights stay fp32 (no fp16 compression)."""
-    import openvino as ov
+    """The IR pair (target .xml and .bin), written atomically; weights stay fp32 (no fp16 compression). A disk
+    without room for it is one line naming ``target`` and the space needed, and nothing is left behind."""
+    from dogbreed.engines.irfiles import save_ir
 
     with _staging(target) as tmp:
-        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-        return _replace_into(tmp, [tmp / "model.bin", tmp / "model.xml"], target)
+        written = save_ir(model, tmp / "model.xml", target, ROOM_HINT)
+        return _replace_into(tmp, written, target)
 
 
 def _onnx_export(net: Any, meta: ExportMeta, path: Path) -> Any:
@@ -174,8 +176,30 @@ def _onnx_export(net: Any, meta: ExportMeta, path: Path) -> Any:
                 external_data=False,
             )
     except Exception as exc:  # torch.export and the ONNX translation raise many types
+        cause = _os_error_behind(exc)
+        if cause is not None:  # the file could not be written (a full disk): not the model's fault
+            raise cause from None
         raise DogbreedError(f"torch's ONNX exporter cannot export {meta.source_name}: {one_line(exc)}") from None
     return onnx.load(str(path))
+
+
+def _os_error_behind(exc: BaseException | None) -> OSError | None:
+    while exc is not None:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _check_room(net: Any, target: Path) -> None:
+    """An ONNX export is written twice in its staging folder (the exporter's file, then the described one): a disk
+    without room for that is refused before the exporter starts."""
+    from dogbreed.engines.irfiles import free_bytes, no_room
+
+    needed = 2 * sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    free = free_bytes(target.parent) if target.parent.is_dir() else None
+    if free is not None and free < needed:
+        raise DogbreedError(no_room(target, needed, free, ROOM_HINT))
 
 
 def save_onnx(proto: Any, meta: ExportMeta, target: Path) -> list[Path]:
@@ -243,6 +267,7 @@ def _write(
             model.set_rt_info(meta.to_json(), [META_KEY])
         return save_openvino(model, target), meta
     stage("exporting with torch's ONNX exporter")
+    _check_room(net, target)
     with _staging(target) as tmp:
         proto = _onnx_export(net, meta, tmp / "raw.onnx")
     if request.int8:

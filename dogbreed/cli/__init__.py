@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from dogbreed import __version__
-from dogbreed.cli.common import err, escape_unencodable_output, out, safe
+from dogbreed.cli.common import err, escape_unencodable_output, out, safe, show_dogbreed_warnings
 from dogbreed.config import resolve_paths
 from dogbreed.errors import DogbreedError
 
@@ -108,6 +108,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     escape_unencodable_output()
+    show_dogbreed_warnings()
     ctx.obj = {"db": resolve_paths(db=db).db}
 
 

@@ -87,6 +87,27 @@ def warn(text: str) -> None:
     err.print(f"[yellow]Warning:[/yellow] {safe(text)}", soft_wrap=True)
 
 
+def show_dogbreed_warnings() -> None:
+    """dogbreed's own warnings (``errors.DogbreedWarning``: a damaged cache rebuilt, say) print as one 'Warning:'
+    line, like the CLI's other warnings; any other warning is shown as Python shows it."""
+    import warnings
+
+    from dogbreed.errors import DogbreedWarning
+
+    shown = warnings.showwarning
+    if getattr(shown, "dogbreed", False):
+        return
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(category, DogbreedWarning):
+            warn(str(message))
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    show.dogbreed = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+
+
 def note(text: str) -> None:
     err.print(safe(text), soft_wrap=True)
 

@@ -21,7 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dogbreed.errors import DogbreedError, one_line
+from dogbreed.engines import irfiles
+from dogbreed.errors import DogbreedError, DogbreedWarning, one_line
+from dogbreed.files import write_problem
 from dogbreed.formats.export import META_KEY, ExportMeta
 from dogbreed.models.sources import ModelSource
 
@@ -111,43 +113,71 @@ def cached_ir_path(source: ModelSource) -> Path:
 
     from dogbreed.version import __version__
 
-    tag = hashlib.sha256(f"{source.key}|{source.ref}|{__version__}|{ov.get_version()}".encode()).hexdigest()[:32]
+    made_by = f"{__version__}|{ov.get_version()}|{irfiles.MANIFEST}"  # entries without a record are not reused
+    tag = hashlib.sha256(f"{source.key}|{source.ref}|{made_by}".encode()).hexdigest()[:32]
     return cache_dir() / tag / "model.xml"
 
 
 KEEP_CONVERSIONS = 8
+CACHE_HINT = "free some space, set DOGBREED_HOME to a folder on a roomier disk, or run it with --engine torch"
 
 
-def convert_cached(source: ModelSource) -> Path:
-    """The cached IR of ``source``, converting it (torch import, ``ov.convert_model``: seconds) the first time. Two
-    processes converting at once each write their own folder; the first rename wins, the other is dropped. The
-    ``KEEP_CONVERSIONS`` most recently used are kept (a ResNet50 IR is ~100 MB)."""
-    import openvino as ov
-
-    target = cached_ir_path(source)
-    if target.is_file() and target.with_suffix(".bin").is_file():
-        _touch(target.parent)
-        return target
+def convert_cached(source: ModelSource) -> irfiles.IRBytes:
+    """The cached IR of ``source`` (its bytes, checked against the sizes and sha256 recorded when it was written),
+    converting it (torch import, ``ov.convert_model``: seconds) the first time, or again, with one warning, when
+    the entry is damaged. Two processes converting at once each write their own folder; the first rename wins.
+    The ``KEEP_CONVERSIONS`` most recently used are kept (a ResNet50 IR is ~100 MB)."""
+    folder = cached_ir_path(source).parent
+    if folder.is_dir():
+        found = irfiles.verified(folder)
+        if isinstance(found, irfiles.IRBytes):
+            _touch(folder)
+            return found
+        warnings.warn(
+            f"the cached OpenVINO conversion {folder} is damaged ({found}); converting {source.name} again",
+            DogbreedWarning,
+            stacklevel=2,
+        )
+        _discard(folder)
     net, meta = inference_graph(source)
     model = to_openvino(net, meta)
     del net
-    try:
-        target.parent.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent.parent, prefix=".converting-"))
-        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-        try:
-            os.rename(tmp, target.parent)
-        except OSError:  # another process got there first (or an old partial folder): keep whichever is complete
-            if not target.is_file():
-                shutil.rmtree(target.parent, ignore_errors=True)
-                os.rename(tmp, target.parent)
-    except OSError as exc:
-        raise DogbreedError(f"cannot cache the converted model under {cache_dir()}: {exc.strerror or exc}") from None
-    finally:
-        if "tmp" in locals() and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    entry = _write_entry(model, folder)
     _prune(cache_dir(), keep=KEEP_CONVERSIONS)
-    return target
+    return entry
+
+
+def _write_entry(model: Any, folder: Path) -> irfiles.IRBytes:
+    """The IR written into a private folder, recorded, then renamed into place; nothing partial is left."""
+    tmp = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".converting-"))
+        irfiles.save_ir(model, tmp / "model.xml", folder, CACHE_HINT)
+        entry = irfiles.record(tmp)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process got there first (or a damaged folder is in the way): keep a good one
+            if not isinstance(irfiles.verified(folder), irfiles.IRBytes):
+                _discard(folder)
+                os.rename(tmp, folder)
+        return irfiles.IRBytes(folder / "model.xml", entry.graph, entry.weights)
+    except OSError as exc:
+        problem = write_problem(exc, " (DOGBREED_HOME moves the cache)")
+        raise DogbreedError(f"cannot cache the converted model in {folder}: {problem}") from None
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _discard(folder: Path) -> None:
+    """Remove a cache entry: renamed aside first (one rename), so no reader meets it half-deleted."""
+    aside = folder.with_name(f".damaged-{folder.name}-{os.getpid()}")
+    try:
+        os.rename(folder, aside)
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _touch(folder: Path) -> None:
@@ -164,10 +194,10 @@ def _prune(folder: Path, keep: int) -> None:
 
     try:
         entries = [p for p in folder.iterdir() if p.is_dir()]
-    except OSError:
+        done = sorted((p for p in entries if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime)[::-1]
+        stale = [p for p in entries if p.name.startswith(".") and time.time() - p.stat().st_mtime > 3600]
+    except OSError:  # an entry removed meanwhile by another process: prune next time
         return
-    done = sorted((p for p in entries if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True)
-    stale = [p for p in entries if p.name.startswith(".") and time.time() - p.stat().st_mtime > 3600]
     for old in done[keep:] + stale:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -149,10 +149,14 @@ def _load_export(path: Path) -> LoadedExport:
         weights, weights_sha = read_hashed(weights_path) if weights_path else (None, None)
     except OSError as exc:
         raise DogbreedError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    return _loaded(graph, weights, export_key(graph_sha, weights_sha), where)
+
+
+def _loaded(graph: bytes, weights: bytes | None, key: str, where: str) -> LoadedExport:
     model = model_from_bytes(graph, weights, where)
     meta = read_meta(model, where)
     _check_io(model, meta, where)
-    return LoadedExport(model, meta, export_key(graph_sha, weights_sha))
+    return LoadedExport(model, meta, key)
 
 
 def model_from_bytes(graph: bytes, weights: bytes | None, where: str) -> ov.Model:
@@ -174,13 +178,17 @@ class OpenVinoEngine(Engine):
         if precision not in _HINTS:
             raise DogbreedError(f"the openvino engine runs fp32, bf16 or int8, not {precision}")
         self.device, self.precision = "cpu", precision
-        path = source.ref if source.kind == "export" else convert_cached(source)
-        loaded = load_export(path)
-        if source.kind == "export" and loaded.key != source.key:  # replaced since it was chosen
-            raise ModelChanged("exported model", path, source.key, loaded.key)
+        if source.kind == "export":
+            loaded = load_export(source.ref)
+            if loaded.key != source.key:  # replaced since it was chosen
+                raise ModelChanged("exported model", source.ref, source.key, loaded.key)
+        else:  # converted from the very bytes of source.key, cached, and read back checked against its record
+            cached = convert_cached(source)
+            loaded = _loaded(cached.graph, cached.weights, "", str(cached.path))
+            if loaded.meta.source_key != source.key:
+                where = cached.path
+                raise DogbreedError(f"the cached conversion {where} belongs to another model; delete {cache_dir()}")
         self.model, self.meta = loaded.model, loaded.meta
-        if source.kind != "export" and self.meta.source_key != source.key:
-            raise DogbreedError(f"the cached conversion {path} belongs to another model; delete {cache_dir()}")
         if (self.meta.precision == "int8") != (precision == "int8"):
             raise DogbreedError(
                 f"{source.name} is an {self.meta.precision} model; run it at "
