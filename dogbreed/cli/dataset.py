@@ -123,8 +123,16 @@ def dataset_info_cmd(
         report = info(root, run_verify=verify, on_progress=lambda i, n: progress.update(task, completed=i, total=n))
     if fmt == "json":
         print_json(report)
-        return
+    else:
+        _print_info(report, fmt, verify)
+    if report["incomplete"]:
+        raise typer.Exit(1)
+
+
+def _print_info(report: dict[str, Any], fmt: str, verify: bool) -> None:
     emit(report["per_class"], INFO_COLUMNS, fmt, title=f"{safe(report['dataset'])}: {report['classes']} breeds")
+    if report["incomplete"]:  # on stderr, so that CSV and NL output show it too
+        err.print(f"[red]INCOMPLETE:[/red] {safe(report['incomplete'])}; train refuses it", soft_wrap=True)
     if fmt != "table":
         return
     split = (

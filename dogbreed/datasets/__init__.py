@@ -15,7 +15,8 @@ Light module: importing it imports neither torch nor PIL.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,38 @@ class OpenedDataset:
         return replace(self, **kept, unreadable={**self.unreadable, **unreadable}, left_out=left_out)
 
 
+INCOMPLETE = ".dogbreed-incomplete"  # in a dataset folder while dogbreed writes it; removed last
+
+
+@contextmanager
+def being_written(root: Path, what: str) -> Iterator[None]:
+    """``root`` while ``what`` (a command) writes a dataset into it: marked incomplete before the first file and
+    unmarked after the last, so a write cut short (a full disk, a kill) leaves a folder that ``open_dataset``
+    refuses and ``dataset info`` names as incomplete. A failed write is one line naming the folder."""
+    from dogbreed.files import write_problem
+
+    marker = root / INCOMPLETE
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{what} began writing this dataset and has not finished; make it again\n")
+        yield
+        marker.unlink()
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise DogbreedError(
+            f"cannot write the dataset {root}{where}: {write_problem(exc)}; what was written is marked incomplete "
+            f"(train refuses it): remove {root} and make it again"
+        ) from None
+
+
+def incomplete(root: Path) -> str | None:
+    """Why the dataset at ``root`` cannot be used as it is (its writing never finished), or None."""
+    marker = Path(root) / INCOMPLETE
+    if not marker.exists():
+        return None
+    return f"the dataset {root} is incomplete: its writing stopped before it finished ({marker} is still there)"
+
+
 def open_dataset(
     root: Path,
     *,
@@ -83,6 +116,9 @@ def open_dataset(
     """
     from dogbreed.datasets import stanford
 
+    unfinished = incomplete(root)
+    if unfinished:
+        raise DogbreedError(f"{unfinished}; remove it and make it again (or point --dataset elsewhere)")
     index = stanford.scan(root)
     splits = stanford.make_splits(index, seed=seed, val_fraction=val_fraction, limit_per_class=limit_per_class)
     for note in splits.notes:

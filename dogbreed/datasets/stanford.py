@@ -316,7 +316,15 @@ def verify(index: DatasetIndex, on_progress: Callable[[int, int], None] | None =
 
 
 def info(root: Path, run_verify: bool = True, on_progress: Callable[[int, int], None] | None = None) -> dict:
-    index = scan(root)
+    from dogbreed.datasets import incomplete
+
+    unfinished = incomplete(root)
+    try:
+        index = scan(root)
+    except DogbreedError:
+        if unfinished:  # cut short before its first folder: that is the news, not the missing Images/
+            raise DogbreedError(f"{unfinished}; remove it and make it again") from None
+        raise
     lists = official_lists(root)
     counts = index.counts()
     report = {
@@ -324,6 +332,7 @@ def info(root: Path, run_verify: bool = True, on_progress: Callable[[int, int], 
         "classes": len(index.classes),
         "images": len(index.samples),
         "official_split": lists is not None,
+        "incomplete": unfinished,  # why it cannot be trained on as it is, or None
         "per_class": [
             {"wnid": b.wnid, "folder": b.folder, "name": b.name, "images": counts[b.wnid]} for b in index.classes
         ],

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from dogbreed.breeds import BREEDS, Breed
+from dogbreed.datasets import being_written
 
 DEFAULT_BREEDS = ("n02085620", "n02088364", "n02099601", "n02106662", "n02110185", "n02113799")
 
@@ -64,6 +65,14 @@ def make_synthetic(
         chosen = [b for b in BREEDS if b.wnid in chosen_ids[:breeds]]
     else:
         chosen = [b for b in BREEDS if b.wnid in breeds]
+    with being_written(root, "dataset synthetic"):  # complete only once everything below is written
+        _write_images(root, chosen, per_class, size, test_fraction, lists, seed)
+    return chosen
+
+
+def _write_images(
+    root: Path, chosen: list[Breed], per_class: int, size: tuple[int, int], test_fraction: float, lists: bool, seed: int
+) -> None:
     rng = random.Random(seed)
     train, test = [], []
     n_test = max(1, round(per_class * test_fraction))
@@ -82,4 +91,3 @@ def make_synthetic(
         "SYNTHETIC data made by dogbreed: coloured stripe patterns standing in for dog breeds, for offline demos\n"
         "and tests. Not photos of dogs.\n"
     )
-    return chosen
