@@ -187,12 +187,13 @@ def validate(data: bytes) -> ImageInfo:
     img = _open(data)
     fmt = img.format or "UNKNOWN"
     width, height = img.size
+    upright = (height, width) if _orientation(img) in _QUARTER_TURNS else (width, height)
     if fmt == "JPEG":
         img.draft(img.mode, (max(1, width // 8), max(1, height // 8)))
     _load(img, fmt)
     if fmt == "JPEG" and _missing_jpeg_tail(img):
         raise ImageRejected("truncated JPEG: the end of its picture data is missing (the bottom would be grey)")
-    return ImageInfo(hashlib.sha256(data).hexdigest(), fmt, width, height)
+    return ImageInfo(hashlib.sha256(data).hexdigest(), fmt, *upright)  # the size it is shown (and predicted) at
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -216,13 +217,27 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _upright(img: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation; a malformed EXIF block leaves the picture as stored rather than failing it."""
+_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that show the picture rotated by 90 degrees: width <-> height
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1: as stored); a malformed EXIF block counts as 1, as ``_upright`` treats it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow warns about corrupt EXIF; the picture itself is fine
-            if img.getexif().get(0x0112, 1) == 1:
-                return img  # already upright: no copy
+            value = img.getexif().get(0x0112, 1)
+        return value if isinstance(value, int) and 1 <= value <= 8 else 1
+    except Exception:
+        return 1
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a malformed EXIF block leaves the picture as stored rather than failing it."""
+    if _orientation(img) == 1:
+        return img  # already upright: no copy
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return ImageOps.exif_transpose(img) or img
     except Exception:
         return img

@@ -7,6 +7,7 @@ same process drops (SQLite's "how to corrupt" list, 2.2). So dogbreed never open
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -51,3 +52,83 @@ def test_opening_the_store_twice_in_one_process_keeps_its_log_alive_under_anothe
     assert _python(OTHER_PROCESS_READS, db) == "mine,other"
     first.close()
     second.close()
+
+
+# ---------------------------------------------------------------- a damaged log after an unclean close
+
+KILLED_WRITER = """
+import os, sys
+from pathlib import Path
+from dogbreed.ingest import upload
+from dogbreed.models.sources import ModelSource
+from dogbreed.store import open_store
+from dogbreed.store import jobs
+conn = open_store(sys.argv[1])
+ids = []
+for picture in sys.argv[2:]:  # one transaction each
+    ids += [r.image_id for r in upload(conn, [Path(picture)])]
+jobs.plan(conn, ids, ModelSource("checkpoint", "/m.pt", "k", "m.pt").identity, only_missing=False)
+os._exit(0)  # killed: no close, no checkpoint; the log keeps every transaction
+"""
+
+
+def _killed_writer(db, tmp_path, n: int = 5) -> None:
+    from tests.images import jpeg_bytes, write
+
+    pictures = [write(tmp_path / f"p{i}.jpg", jpeg_bytes(seed=i)) for i in range(n)]
+    _python(KILLED_WRITER, db, *pictures)
+    assert (tmp_path / "dogbreed.db-wal").stat().st_size > 0
+
+
+def _damage_frame_after_first_commit(db) -> int:
+    """Flip a byte in the page of the frame that follows the log's first commit frame; returns that frame."""
+    from dogbreed.store.recovery import scan_log
+
+    wal = db.with_name(db.name + "-wal")
+    scan = scan_log(wal)
+    frame = scan.commits[0] + 1
+    page_size = int.from_bytes(wal.read_bytes()[8:12], "big")
+    offset = 32 + (frame - 1) * (24 + page_size) + 24 + 100
+    data = bytearray(wal.read_bytes())
+    data[offset] ^= 0xFF
+    wal.write_bytes(bytes(data))
+    return frame
+
+
+def _dogbreed(db, *args) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "dogbreed", "--db", str(db), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_committed_transactions_sqlite_drops_from_a_damaged_log_are_reported_once_with_integrity_and_jobs(tmp_path):
+    """What SQLite does (see store/recovery.py): recovery stops at the first damaged frame and keeps a consistent,
+    older store, saying nothing. dogbreed says it, with integrity_check and the job counts."""
+    db = tmp_path / "dogbreed.db"
+    _killed_writer(db, tmp_path)
+    first_commit_frame = _damage_frame_after_first_commit(db) - 1
+    listed = _dogbreed(db, "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (warning,) = [line for line in listed.stderr.splitlines() if line.startswith("Warning:")]
+    assert f"the store {db} was not closed cleanly and its log was damaged" in warning
+    assert f"SQLite kept its first {first_commit_frame} frame(s)" in warning and "integrity_check: ok" in warning
+    assert "committed transaction(s) after them, which are lost" in warning and "jobs: " in warning
+    assert len(json.loads(listed.stdout)) < 5  # the loss is real: fewer images than were stored
+    assert "Traceback" not in listed.stderr
+
+
+def test_a_log_left_whole_by_a_kill_or_in_use_by_another_process_is_no_news(tmp_path):
+    """A killed writer's intact log is recovered whole (no warning, nothing lost); a log that another process is
+    writing right now is no sign of anything either."""
+    db = tmp_path / "dogbreed.db"
+    _killed_writer(db, tmp_path)
+    listed = _dogbreed(db, "list", "--json")
+    assert listed.returncode == 0 and "Warning" not in listed.stderr, listed.stderr
+    assert len(json.loads(listed.stdout)) == 5
+    live = open_store(db)
+    for i in range(20):
+        live.execute("BEGIN IMMEDIATE")
+        live.execute("INSERT INTO settings (key, value, updated_at) VALUES (?, '1', 'now')", (f"k{i}",))
+        live.execute("COMMIT")
+    again = _dogbreed(db, "list")
+    live.close()
+    assert again.returncode == 0 and "Warning" not in again.stderr, again.stderr

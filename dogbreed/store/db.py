@@ -173,8 +173,13 @@ def open_store(path: Path | str) -> sqlite3.Connection:
         raise DogbreedError(f"cannot create the folder for store {path}: {exc.strerror}") from None
     if not path.exists() and not os.access(path.parent, os.W_OK):
         raise DogbreedError(f"cannot create store {path}: its folder is not writable; choose another --db")
+    log_left = Path(f"{path}-wal").exists()  # in use elsewhere, or not closed cleanly (a clean close deletes it)
     try:
         conn = connect(path)
+        if log_left:  # before any write: one would reuse the place of frames SQLite dropped
+            from dogbreed.store.recovery import check_log
+
+            check_log(conn, path)
         migrate(conn)
     except sqlite3.OperationalError as exc:
         raise DogbreedError(f"cannot open store {path}: {_explain(exc, path)}") from None
