@@ -81,7 +81,15 @@ DAMAGE = {
     "one byte of model.xml changed": lambda entry: _flip(entry / "model.xml"),
     "model.bin deleted": lambda entry: (entry / "model.bin").unlink(),
     "its record deleted": lambda entry: (entry / "entry.json").unlink(),
+    "another model's entry copied over it": lambda entry: _foreign(entry),
 }
+
+
+def _foreign(entry: Path) -> None:
+    """Sound files and a sound record, of another model (its key in the record)."""
+    record = json.loads((entry / "entry.json").read_text())
+    record["source_key"] = "0" * 64
+    (entry / "entry.json").write_text(json.dumps(record))
 
 
 def _truncate(path: Path) -> None:

@@ -129,7 +129,7 @@ def convert_cached(source: ModelSource) -> irfiles.IRBytes:
     The ``KEEP_CONVERSIONS`` most recently used are kept (a ResNet50 IR is ~100 MB)."""
     folder = cached_ir_path(source).parent
     if folder.is_dir():
-        found = irfiles.verified(folder)
+        found = irfiles.verified(folder, source.key)
         if isinstance(found, irfiles.IRBytes):
             _touch(folder)
             return found
@@ -142,23 +142,23 @@ def convert_cached(source: ModelSource) -> irfiles.IRBytes:
     net, meta = inference_graph(source)
     model = to_openvino(net, meta)
     del net
-    entry = _write_entry(model, folder)
+    entry = _write_entry(model, folder, source.key)
     _prune(cache_dir(), keep=KEEP_CONVERSIONS)
     return entry
 
 
-def _write_entry(model: Any, folder: Path) -> irfiles.IRBytes:
+def _write_entry(model: Any, folder: Path, source_key: str) -> irfiles.IRBytes:
     """The IR written into a private folder, recorded, then renamed into place; nothing partial is left."""
     tmp = None
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".converting-"))
         irfiles.save_ir(model, tmp / "model.xml", folder, CACHE_HINT)
-        entry = irfiles.record(tmp)
+        entry = irfiles.record(tmp, source_key)
         try:
             os.rename(tmp, folder)
         except OSError:  # another process got there first (or a damaged folder is in the way): keep a good one
-            if not isinstance(irfiles.verified(folder), irfiles.IRBytes):
+            if not isinstance(irfiles.verified(folder, source_key), irfiles.IRBytes):
                 _discard(folder)
                 os.rename(tmp, folder)
         return irfiles.IRBytes(folder / "model.xml", entry.graph, entry.weights)

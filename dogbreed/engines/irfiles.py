@@ -78,23 +78,27 @@ def save_ir(model: Any, xml: Path, shown: Path, hint: str) -> list[Path]:
     return written
 
 
-def record(folder: Path) -> IRBytes:
-    """Write ``entry.json`` (each IR file's size and sha256, as read back) in ``folder``, last; returns the bytes
-    it recorded."""
+def record(folder: Path, source_key: str) -> IRBytes:
+    """Write ``entry.json`` (the model's key; each IR file's size and sha256, as read back) in ``folder``, last;
+    returns the bytes it recorded."""
     blobs, files = {}, {}
     for name in IR_FILES:
         blobs[name], digest = read_hashed(folder / name)
         files[name] = {"size": len(blobs[name]), "sha256": digest}
-    (folder / MANIFEST).write_text(json.dumps({"files": files}))
+    (folder / MANIFEST).write_text(json.dumps({"source_key": source_key, "files": files}))
     return IRBytes(folder / IR_FILES[0], blobs["model.xml"], blobs["model.bin"])
 
 
-def verified(folder: Path) -> IRBytes | str:
-    """The IR in ``folder`` read once and checked against its record: its bytes, or why they cannot be used."""
+def verified(folder: Path, source_key: str) -> IRBytes | str:
+    """The IR in ``folder`` read once and checked against its record (made from the model ``source_key``, these
+    sizes and sha256): its bytes, or why they cannot be used."""
     try:
-        files = json.loads((folder / MANIFEST).read_text())["files"]
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"its record {MANIFEST} is missing or unreadable (a conversion cut short?)"
+    if manifest.get("source_key") != source_key:
+        return "it holds the conversion of another model"
     blobs = {}
     for name in IR_FILES:
         want = files.get(name) if isinstance(files, dict) else None
