@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from dogbreed.breeds import is_own
 from dogbreed.datasets import PARTS, OpenedDataset, open_dataset
 from dogbreed.datasets.loaders import DatasetImages, EvalTransform, loader
 from dogbreed.errors import DogbreedError
@@ -391,7 +392,8 @@ class Session:
         model.load_state_dict(record.best_state)
         model.eval()
         test = self._score_test()
-        report = build_report(test.y_true, test.probs, [c[0] for c in self.classes], test.keys)
+        own = {key: name for key, name in self.classes if is_own(key)}
+        report = build_report(test.y_true, test.probs, [c[0] for c in self.classes], test.keys, names=own)
         report["imagenet_overlap"] = self.plan.imagenet_overlap
         failed = set().union(*distributed.gather(self.ctx, self.fitter.skipped)) | set(test.failed)
         record.finish(model, report, skipped_images(data.unreadable, failed))
