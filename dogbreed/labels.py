@@ -10,7 +10,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dogbreed.breeds import Breed, Vocabulary, check_own_name
+from dogbreed.breeds import Breed, Vocabulary, check_note, check_own_name
 from dogbreed.errors import DogbreedError
 from dogbreed.store import breeds as breed_rows
 from dogbreed.store import labels as label_rows
@@ -30,8 +30,7 @@ def add_breed(conn: sqlite3.Connection, name: str, note: str | None = None) -> B
     """Register a breed of your own. Refused: a name of one of Stanford's breeds (in any spelling), a name already
     added (case and separators ignored), and names that are empty, too long, or hold control characters."""
     name = check_own_name(name)
-    if note is not None:
-        note = check_own_name(note) if note.strip() else None
+    note = check_note(note) if note is not None else None
     known = vocabulary(conn).find(name)
     if known is not None:
         what = "one of your breeds" if known.own else f"a Stanford breed ({known.wnid})"
