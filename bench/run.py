@@ -15,6 +15,7 @@ import io
 import json
 import os
 import platform
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -618,6 +619,110 @@ def bench_precision(work: Path, quick: bool) -> None:
     section_rows(work / "precision", quick, row)
 
 
+# ---------------------------------------------------------------- 9. serve
+
+
+def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "dogbreedbench"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def classify_load(port: int, bodies: list[tuple[bytes, str]], clients: int) -> tuple[float, list[float]]:
+    """``clients`` threads, each on its own keep-alive connection, send classify requests (one photo each) until
+    ``bodies`` are all sent; (requests/s, latencies in s)."""
+    import http.client
+    import threading
+
+    todo = list(reversed(bodies))
+    lock = threading.Lock()
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                if not todo:
+                    break
+                body, ctype = todo.pop()
+            start = time.perf_counter()
+            conn.request("POST", "/api/classify", body=body, headers={"Content-Type": ctype})
+            response = conn.getresponse()
+            answer = response.read()
+            if response.status != 200:
+                failures.append(f"{response.status} {answer[:200]!r}")
+            latencies.append(time.perf_counter() - start)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"{len(failures)} classify requests failed, e.g. {failures[0]}")
+    return len(latencies) / wall, latencies
+
+
+def start_server(home: Path, *args: str) -> tuple[subprocess.Popen, int]:
+    """`dogbreed serve --port 0 ...` on its own store; returns once it prints that it is serving."""
+    import re
+
+    env = {**os.environ, "DOGBREED_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dogbreed", "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    line = proc.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+    if not match:
+        proc.kill()
+        raise RuntimeError(f"dogbreed serve did not start: {line!r}")
+    return proc, int(match.group(1))
+
+
+def bench_serve(work: Path, quick: bool) -> None:
+    """`dogbreed serve`: classify requests (one stored + predicted 500x375 JPEG each) at 1, 8 and 32 clients,
+    against `predict --all`'s images/s on the same model, engine and machine, measured in this run."""
+    n = 128 if quick else 512
+    ckpt = make_checkpoint(work / "resnet18-224.pt")
+    base = work / "serve-predict"
+    make_store(base, n)
+    predict = predict_rates(base, ckpt, n, "--engine", "torch", "--precision", "fp32")
+    row("serve", f"`predict --all`, {n} stored 500x375 JPEGs, model loaded (baseline)", f"{predict[0]:.1f} img/s")
+    row("serve", "  `predict --all`, whole command wall time", f"{predict[2]:.1f} img/s")
+    proc, port = start_server(work / "serve", "--checkpoint", str(ckpt), "--engine", "torch", "--precision", "fp32")
+    try:
+        seed = 500_000
+        for clients, count in ((1, 32 if quick else 96), (8, 96 if quick else 256), (32, n)):
+            warm = max(clients, 8)
+            bodies = [_multipart(f"p{seed + i}.jpg", photo_jpeg(seed + i)) for i in range(count + warm)]
+            seed += count + warm
+            classify_load(port, bodies[count:], clients)  # warm: connections, first batches
+            bodies = bodies[:count]
+            rps, lat = classify_load(port, bodies, clients)
+            p50, p99 = (float(np.percentile(lat, q)) * 1000 for q in (50, 99))
+            row(
+                "serve",
+                f"classify, {clients} client(s), {count} photos",
+                f"{rps:.1f} req/s",
+                f"p50 {p50:.0f} ms, p99 {p99:.0f} ms; {rps / predict[0]:.2f}x predict"
+                + (" (>= 0.80x)" if clients == 32 else ""),
+            )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+
+
 SECTIONS = {
     "predict": bench_predict,
     "engines": bench_engines,
@@ -627,6 +732,7 @@ SECTIONS = {
     "train": bench_extractor,
     "precision": bench_precision,
     "memory": bench_memory,
+    "serve": bench_serve,
 }
 
 

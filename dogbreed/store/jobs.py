@@ -290,3 +290,47 @@ def status_counts(conn: sqlite3.Connection) -> dict[str, int]:
     counts["running"] -= gone
     counts[ABANDONED] = gone
     return counts
+
+
+def plan_each(conn: sqlite3.Connection, image_ids: Sequence[int], model: ModelId) -> dict[int, int]:
+    """Which job will predict each image with one model, queuing what is missing: {image id: job id}.
+
+    Like ``plan`` without ``only_missing``, except that an image a live process is already predicting keeps that
+    running job (so a caller can wait for it) instead of getting none. Images deleted meanwhile are left out.
+    """
+    wanted = list(dict.fromkeys(image_ids))
+    jobs: dict[int, int] = {}
+    with write(conn):
+        requeue_abandoned(conn, model.key)
+        now = utcnow()
+        for chunk in chunked(wanted):
+            marks = placeholders(len(chunk))
+            live = {r[0] for r in conn.execute(f"SELECT id FROM images WHERE id IN ({marks})", chunk)}
+            active = conn.execute(
+                f"SELECT image_id, id FROM jobs WHERE model_key = ? AND status IN ('queued', 'running') "
+                f"AND image_id IN ({marks}) ORDER BY id",
+                (model.key, *chunk),
+            )
+            for image_id, job_id in active:
+                jobs.setdefault(image_id, job_id)
+            for image_id in chunk:
+                if image_id in live and image_id not in jobs:
+                    jobs[image_id] = conn.execute(
+                        "INSERT INTO jobs (image_id, model_key, model_ref, model_name, status, created_at) "
+                        "VALUES (?, ?, ?, ?, 'queued', ?)",
+                        (image_id, model.key, model.ref, model.name, now),
+                    ).lastrowid
+    return {image_id: jobs[image_id] for image_id in wanted if image_id in jobs}
+
+
+def job_states(conn: sqlite3.Connection, job_ids: Sequence[int]) -> dict[int, str]:
+    """{job id: status} (abandoned for a running job whose process is gone); a job deleted with its image is
+    missing from the answer."""
+    states: dict[int, str] = {}
+    for chunk in chunked(list(job_ids)):
+        rows = conn.execute(
+            f"SELECT id, status, owner_pid FROM jobs WHERE id IN ({placeholders(len(chunk))})", chunk
+        ).fetchall()
+        for job_id, status, owner in rows:
+            states[job_id] = ABANDONED if status == "running" and not pid_alive(owner) else status
+    return states
