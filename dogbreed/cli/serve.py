@@ -120,7 +120,7 @@ def _check_installed() -> None:
         import fastapi  # noqa: F401
         import fastapi_offline  # noqa: F401
         import jinja2  # noqa: F401
-        import multipart  # noqa: F401
+        import python_multipart  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
         raise DogbreedError(f"'dogbreed serve' needs {NEEDS} ({exc.name} is missing): pip install dogbreed") from None

@@ -71,7 +71,7 @@ def create_app(settings: ServeSettings, service: Supervisor | None = None) -> Fa
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static")
     app.add_exception_handler(DogbreedError, _user_error)
     app.add_exception_handler(sqlite3.OperationalError, _store_busy)
-    app.middleware("http")(_security_headers)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(Gate, token=settings.token)  # the outermost: nothing runs for a request it refuses
     return app
@@ -85,11 +85,27 @@ async def _store_busy(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"the store cannot be used right now: {exc}"}, status_code=503)
 
 
-async def _security_headers(request: Request, call_next):
-    response = await call_next(request)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    if response.headers.get("content-type", "").startswith("text/html") and not request.url.path.startswith("/docs"):
-        response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
-        response.headers.setdefault("X-Frame-Options", "DENY")
-    return response
+class SecurityHeaders:
+    """ASGI middleware: no content sniffing anywhere; the page policy (own scripts only, no framing) on HTML."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope.get("path", "").startswith("/docs")
+
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                names = {k.lower() for k, _ in headers}
+                extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
+                html = dict(headers).get(b"content-type", b"").startswith(b"text/html")
+                if html and not docs:
+                    extra += [(b"content-security-policy", PAGE_POLICY.encode()), (b"x-frame-options", b"DENY")]
+                message = {**message, "headers": headers + [(k, v) for k, v in extra if k not in names]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

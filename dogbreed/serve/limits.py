@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.exceptions import HTTPException
+from fastapi import HTTPException
 
 from dogbreed.serve.auth import send_json
 
