@@ -255,7 +255,8 @@ class Supervisor:
         return not errors
 
     def _adopt(self, conn: Any) -> None:
-        """Queued jobs of this model left by an earlier server that was killed: nobody else would run them."""
+        """Queued jobs of this model left by an earlier server that was killed: nobody else would run them. (Nothing
+        runs here yet, so a running job under this process's pid is a stale one from a reused pid.)"""
         leftovers = job_rows.queued_ids(conn, self.source.key)
         with self._cond:
             for job_id in leftovers:
@@ -390,7 +391,7 @@ class Supervisor:
         finished = [j for j in watched if states.get(j, "done") in FINISHED]
         loose = [j for j in watched if states.get(j) in ("queued", job_rows.ABANDONED)]
         if any(states.get(j) == job_rows.ABANDONED for j in loose):
-            job_rows.queued_ids(conn, self.source.key)  # requeues this model's abandoned jobs
+            job_rows.queued_ids(conn, self.source.key, own_alive=True)  # requeues this model's abandoned jobs
         with self._cond:
             self._foreign.difference_update(finished + loose)
             for job_id in loose:

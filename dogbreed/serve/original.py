@@ -168,16 +168,17 @@ async def view_prediction_results(request: Request, img_id: ImageId, top_k: int 
 def get_task_status(request: Request, task_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> dict[str, Any]:
     """A prediction job: PENDING, STARTED, SUCCESS (with the image it predicted) or FAILURE (with the reason)."""
     from dogbreed.store.images import get_image
-    from dogbreed.store.jobs import get_job
+    from dogbreed.store.jobs import get_job, job_states
     from dogbreed.store.predictions import for_jobs
 
     with store(request) as conn:
         job = get_job(conn, task_id)
         if job is None:
             raise HTTPException(404, "No task found with that id.")
+        status = job_states(conn, [task_id]).get(task_id, job.status)  # this server's own running jobs are alive
         result = for_jobs(conn, [task_id])
         pred = result[0].prediction if result else None
-        return shapes.task(job, get_image(conn, job.image_id), pred)
+        return shapes.task(status, job, get_image(conn, job.image_id), pred)
 
 
 @router.get("/stats/", name="get_training_stats")

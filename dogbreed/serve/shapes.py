@@ -76,10 +76,10 @@ def listing_row(item: Any) -> dict[str, Any]:
     return row
 
 
-def task(job: Any, image: Any | None, pred: Any | None) -> dict[str, Any]:
-    """The original service's task status: task_id, task_status (Celery's names) and, when it is done, the image
-    it predicted; when it failed, the reason."""
-    status = TASK_STATES.get(job.status, "PENDING")
+def task(state: str, job: Any, image: Any | None, pred: Any | None) -> dict[str, Any]:
+    """The original service's task status: task_id, task_status (Celery's names for the job's ``state``) and,
+    when it is done, the image it predicted; when it failed, the reason."""
+    status = TASK_STATES.get(state, "PENDING")
     result = None
     if status == "SUCCESS" and image is not None:
         result = original_image(image, pred)

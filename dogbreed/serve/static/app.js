@@ -96,7 +96,9 @@ function setUpUpload() {
   const input = document.getElementById("files");
   if (!drop || !input) return;
   input.addEventListener("change", () => {
-    if (input.files.length) classify(input.files).finally(() => { input.value = ""; });
+    const files = Array.from(input.files);
+    input.value = "";  // picking the same file again is a new change
+    if (files.length) classify(files);
   });
   ["dragenter", "dragover"].forEach((name) => drop.addEventListener(name, (event) => {
     event.preventDefault();
