@@ -221,7 +221,7 @@ class Supervisor:
                 self._loop(conn)
         except Exception as exc:  # never silent: the health call and the log say why the service stopped
             with self._cond:
-                self._error = f"{type(exc).__name__}: {exc}"
+                self._state, self._error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:
             self._shut_down(conn)

@@ -351,6 +351,8 @@ def test_the_page_escapes_untrusted_names_and_forbids_inline_script(server):
     docs = server.get("/docs")
     assert docs.status_code == 200 and "/static/docs/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text
     assert server.get("/static/docs/swagger-ui-bundle.js").status_code == 200
+    paths = server.get("/openapi.json").json()["paths"]
+    assert {"/api/upload", "/api/predict", "/api/images/{img_id}/view", "/api/stats/", "/api/classify"} <= set(paths)
     assert server.get("/static/app.js").status_code == 200
 
 
