@@ -13,8 +13,17 @@ from starlette.concurrency import run_in_threadpool
 
 from dogbreed.jobqueue import Queued, ServiceStopping, queue_photos
 from dogbreed.serve import shapes
-from dogbreed.serve.context import service, settings, store
-from dogbreed.serve.original import MAX_ID, ImageId, image_or_404, is_image_type, newest_prediction, resolve_label
+from dogbreed.serve.context import (
+    MAX_ID,
+    ImageId,
+    image_or_404,
+    is_image_type,
+    newest_prediction,
+    resolve_label,
+    service,
+    settings,
+    store,
+)
 
 router = APIRouter(prefix="/api", tags=["dogbreed"])
 

@@ -7,14 +7,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
+from fastapi import Path as PathParam
 
 from dogbreed.engines import Choice
+from dogbreed.errors import DogbreedError
 from dogbreed.jobqueue import Supervisor
 from dogbreed.sources import ModelSource
 
 MB = 1024 * 1024
+MAX_ID = 2**63 - 1  # SQLite's largest integer
+NOT_FOUND = "No images found with that id."
+ImageId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="The image's id (a positive integer).")]
+
+# What the original accepted besides image/*: a client that cannot tell the type sends octet-stream (the bytes are
+# judged by their content anyway).
+LENIENT_TYPES = ("application/octet-stream",)
 
 
 @dataclass(frozen=True)
@@ -54,3 +64,43 @@ def store(request: Request) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------- what several routes answer alike
+
+
+def not_found() -> HTTPException:
+    return HTTPException(404, NOT_FOUND)
+
+
+def image_or_404(conn: Any, image_id: int) -> Any:
+    from dogbreed.store.images import get_image
+
+    image = get_image(conn, image_id)
+    if image is None:
+        raise not_found()
+    return image
+
+
+def newest_prediction(conn: Any, image_id: int) -> Any | None:
+    from dogbreed.store.predictions import for_image
+
+    preds = for_image(conn, image_id)
+    return preds[0] if preds else None
+
+
+def resolve_label(text: str | None) -> Any | None:
+    """A breed in any spelling the CLI accepts; an unknown one is 422 with the CLI's suggestions."""
+    from dogbreed.breeds import resolve_breed
+
+    if not text:
+        return None
+    try:
+        return resolve_breed(text)
+    except DogbreedError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+
+def is_image_type(content_type: str | None) -> bool:
+    kind = (content_type or "").split(";")[0].strip().lower()
+    return kind.startswith("image/") or kind in LENIENT_TYPES

@@ -28,7 +28,7 @@ def _draw(render: Callable[[Path], Path]) -> bytes:
 def view_png(request: Request, image_id: int, top_k: int) -> bytes | None:
     """The newest prediction's `view` figure, or None when the image has no prediction; 404 for no image."""
     from dogbreed import viz
-    from dogbreed.serve.original import image_or_404
+    from dogbreed.serve.context import image_or_404
     from dogbreed.store.images import get_image_bytes
     from dogbreed.store.predictions import for_image
 
@@ -70,7 +70,7 @@ def curves_png(request: Request, run_id: int) -> bytes:
 def thumbnail_jpeg(request: Request, image_id: int, size: int) -> bytes:
     """The photo, upright, at most ``size`` pixels on its longer side, as a fresh JPEG."""
     from dogbreed.imaging import ImageRejected, load_rgb
-    from dogbreed.serve.original import not_found
+    from dogbreed.serve.context import not_found
     from dogbreed.store.images import get_image_bytes
 
     with store(request) as conn:

@@ -22,61 +22,27 @@ from fastapi import APIRouter, File, HTTPException, Path, Query, Request, Upload
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from dogbreed.errors import DogbreedError
 from dogbreed.serve import shapes
-from dogbreed.serve.context import service, settings, store
+from dogbreed.serve.context import (
+    MAX_ID,
+    ImageId,
+    image_or_404,
+    is_image_type,
+    newest_prediction,
+    not_found,
+    resolve_label,
+    service,
+    settings,
+    store,
+)
 
-MAX_ID = 2**63 - 1  # SQLite's largest integer
-NOT_FOUND = "No images found with that id."
-ImageId = Annotated[int, Path(ge=1, le=MAX_ID, description="The image's id (a positive integer).")]
 router = APIRouter(prefix="/api", tags=["the original service"])
-
-# What the original accepted besides image/*: a client that cannot tell the type sends octet-stream (the bytes are
-# judged by their content anyway).
-LENIENT_TYPES = ("application/octet-stream",)
 
 
 class Device(str, enum.Enum):
     cpu = "cpu"
     gpu = "gpu"
     mps = "mps"
-
-
-def not_found() -> HTTPException:
-    return HTTPException(404, NOT_FOUND)
-
-
-def image_or_404(conn: Any, image_id: int) -> Any:
-    from dogbreed.store.images import get_image
-
-    image = get_image(conn, image_id)
-    if image is None:
-        raise not_found()
-    return image
-
-
-def newest_prediction(conn: Any, image_id: int) -> Any | None:
-    from dogbreed.store.predictions import for_image
-
-    preds = for_image(conn, image_id)
-    return preds[0] if preds else None
-
-
-def resolve_label(text: str | None) -> Any | None:
-    """A breed in any spelling the CLI accepts; an unknown one is 422 with the CLI's suggestions."""
-    from dogbreed.breeds import resolve_breed
-
-    if not text:
-        return None
-    try:
-        return resolve_breed(text)
-    except DogbreedError as exc:
-        raise HTTPException(422, str(exc)) from None
-
-
-def is_image_type(content_type: str | None) -> bool:
-    kind = (content_type or "").split(";")[0].strip().lower()
-    return kind.startswith("image/") or kind in LENIENT_TYPES
 
 
 @router.post("/upload", status_code=201, name="upload_image")

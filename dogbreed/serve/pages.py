@@ -13,8 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from dogbreed.serve import shapes
 from dogbreed.serve.auth import COOKIE, token_matches
-from dogbreed.serve.context import settings, store
-from dogbreed.serve.original import MAX_ID, ImageId, image_or_404
+from dogbreed.serve.context import MAX_ID, ImageId, image_or_404, settings, store
 
 PAGE_SIZE = 24
 TOP_K = 10
@@ -55,7 +54,7 @@ def gallery(
     before: int | None = Query(None, ge=1, le=MAX_ID),
     breed: str | None = Query(None, max_length=100),
 ) -> HTMLResponse:
-    from dogbreed.serve.original import resolve_label
+    from dogbreed.serve.context import resolve_label
     from dogbreed.store.images import newest_images
 
     chosen = resolve_label(breed)
