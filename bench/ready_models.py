@@ -25,8 +25,8 @@ def rate(arch: str, seconds: float, batch: int = 16) -> float:
     import torch
     import torchvision
 
-    from dogbreed.model import Predictor, prepare_for_inference
-    from dogbreed.zoo import describe
+    from dogbreed.models.predictor import Predictor, prepare_for_inference
+    from dogbreed.models.zoo import describe
 
     crop = describe(arch).preprocessing.crop_size
     net = prepare_for_inference(Predictor(torchvision.models.get_model(arch), imagenet=True), torch.device("cpu"))
@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from dogbreed.zoo import describe
+    from dogbreed.models.zoo import describe
 
     torch.set_num_threads(os.cpu_count() or 1)
     base = rate("resnet50", args.seconds)

@@ -72,7 +72,8 @@ def make_checkpoint(path: Path, image_size: int = 224) -> Path:
     import torch
 
     from dogbreed.breeds import BREEDS
-    from dogbreed.model import CheckpointMeta, build_model, save_checkpoint
+    from dogbreed.formats.checkpoint import CheckpointMeta, save_checkpoint
+    from dogbreed.models.build import build_model
 
     torch.manual_seed(0)
     model = build_model("resnet18", "extractor", 120)
@@ -100,7 +101,7 @@ def raw_forward_rate(
     batched forward."""
     code = f"""
 import sys, time, numpy as np
-from dogbreed import sources
+from dogbreed.models import sources
 from dogbreed.engines import Choice, load_engine
 engine = load_engine(sources.from_checkpoint({str(model)!r}), Choice({engine!r}, {precision!r}, 'cpu'))
 engine.set_threads({threads})
@@ -150,7 +151,7 @@ def naive_rate(home: Path, checkpoint: Path, n: int = 48) -> float:
     """The original service's path: one image at a time, batch 1, decode + preprocess + forward each."""
     code = f"""
 import sqlite3, time
-from dogbreed import sources
+from dogbreed.models import sources
 from dogbreed.engines import Choice, load_engine
 from dogbreed.imaging import preprocess
 engine = load_engine(sources.from_checkpoint({str(checkpoint)!r}), Choice('torch', 'fp32', 'cpu'))
@@ -591,7 +592,8 @@ def bench_memory(work: Path, quick: bool) -> None:
     if not ckpt.exists():
         make_checkpoint(ckpt)
     load_only = (
-        "import torch; from dogbreed.model import load_checkpoint, prepare_for_inference; "
+        "import torch; from dogbreed.models.build import load_checkpoint; "
+        "from dogbreed.models.predictor import prepare_for_inference; "
         f"prepare_for_inference(load_checkpoint({str(ckpt)!r})[0], torch.device('cpu'))"
     )
     base = peak_rss_mb(["-c", load_only])

@@ -68,7 +68,7 @@ def step_throughput(arch: str, size: int, batch: int, steps: int, rounds: int) -
     from dogbreed.distributed import SINGLE
     from dogbreed.imagesets import Batch
     from dogbreed.mixed_precision import Precision
-    from dogbreed.model import build_model
+    from dogbreed.models.build import build_model
     from dogbreed.train import Listener, _train_epoch
 
     torch.manual_seed(0)

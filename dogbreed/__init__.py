@@ -16,7 +16,8 @@ Importing this package is cheap: the API loads on first use.
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+from dogbreed.version import __version__
+
 __all__ = ["DogbreedError", "Model", "Prediction", "Store", "__version__", "load_model", "train"]
 
 if TYPE_CHECKING:

@@ -131,20 +131,19 @@ def load_model(
     when offline), a dogbreed checkpoint or export (``checkpoint``), a training run's model (``run``), or, with
     none of these, the same default the CLI uses (the pinned model, else the best trained run in the store, else
     the default ready model)."""
-    from dogbreed import sources
-    from dogbreed.engines import choose, load_engine
+    from dogbreed.engines import choose_for, load_engine
+    from dogbreed.models import sources
     from dogbreed.store import open_store
-    from dogbreed.store.evaluations import checks_for
 
     store_path = Path(db) if db is not None else _default_store()
     conn = open_store(store_path) if store_path is not None else None
     try:
         source = sources.resolve(conn, checkpoint=checkpoint, model=model, weights=weights, run=run)
-        checks = checks_for(conn, source.key) if conn is not None else []  # auto picks what predict would pick
+        choice = choose_for(conn, source, device, engine, precision)  # auto picks what predict would pick
     finally:
         if conn is not None:
             conn.close()
-    return Model(source, load_engine(source, choose(source, device, engine, precision, checks)))
+    return Model(source, load_engine(source, choice))
 
 
 def _default_store() -> Path | None:
@@ -238,7 +237,8 @@ class Store:
         """Run the predict use case on this store, as `dogbreed predict` does; returns its ``PredictOutcome``
         (``.results``: one ``JobResult`` per image, with ``.prediction``). ``options``: device, engine,
         precision, workers, threads, batch_size."""
-        from dogbreed import predict, sources
+        from dogbreed import predict
+        from dogbreed.models import sources
 
         source = sources.resolve(self._conn, checkpoint=checkpoint, model=model, weights=weights, run=run)
         request = predict.PredictRequest(

@@ -28,86 +28,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from dogbreed.errors import DogbreedError
+from dogbreed.metrics import accuracy_within, build_report
 
 SPLITS = ("test", "val", "train")
-DEFAULT_BATCH = 64
-MOST_CONFUSED = 10
-
-
-# ---------------------------------------------------------------- metrics
-
-
-def compute_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Top-1 accuracy, top-5 accuracy and macro F1 (over the classes present in truth or prediction),
-    all from scikit-learn."""
-    from sklearn.metrics import accuracy_score, f1_score, top_k_accuracy_score
-
-    y_pred = probs.argmax(axis=1)
-    k = min(5, num_classes)
-    labels = list(range(num_classes))
-    top5 = 1.0 if k >= num_classes else top_k_accuracy_score(y_true, probs, k=k, labels=labels)
-    return {
-        "acc": float(accuracy_score(y_true, y_pred)),
-        "top5": float(top5),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-    }
-
-
-def build_report(
-    y_true: np.ndarray,
-    probs: np.ndarray,
-    classes: list[str],
-    keys: list[str],
-    most_confused: int = MOST_CONFUSED,
-) -> dict[str, Any]:
-    """The full report: accuracy, top-5, macro F1, per-breed precision / recall / F1 / support (breeds in the truth
-    or the predictions), the most-confused pairs, and the predictions themselves (``y_true``, ``y_pred``, ``paths``:
-    what the confusion matrix is drawn from)."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    from dogbreed.breeds import display_name
-
-    n = len(classes)
-    y_pred = probs.argmax(axis=1)
-    summary = compute_metrics(y_true, probs, n)
-    labels = list(range(n))
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    present = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
-    cm = confusion_matrix(y_true, y_pred, labels=labels)
-    np.fill_diagonal(cm, 0)
-    off = np.argwhere(cm > 0)
-    pairs = sorted(((int(cm[i, j]), int(i), int(j)) for i, j in off), key=lambda t: (-t[0], t[1], t[2]))
-    return {
-        "n": int(len(y_true)),
-        "accuracy": summary["acc"],
-        "top5": summary["top5"],
-        "macro_f1": summary["macro_f1"],
-        "per_breed_f1": {classes[i]: float(f1[i]) for i in present},
-        "per_breed": [
-            {
-                "breed": classes[i],
-                "name": display_name(classes[i]),
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-            }
-            for i in present
-        ],
-        "most_confused": [
-            {"true": classes[i], "predicted": classes[j], "count": c} for c, i, j in pairs[:most_confused]
-        ],
-        "classes": classes,
-        "y_true": [int(v) for v in y_true],
-        "y_pred": [int(v) for v in y_pred],
-        "paths": keys,
-    }
-
-
-def accuracy_within(y_true: np.ndarray, probs: np.ndarray, allowed: list[int]) -> float:
-    """Accuracy when the answer is restricted to the ``allowed`` classes (the breeds the data has)."""
-    restricted = np.asarray(allowed)[probs[:, allowed].argmax(axis=1)]
-    return float((restricted == y_true).mean())
+EVAL_BATCH = 64
 
 
 # ---------------------------------------------------------------- scoring through an engine
@@ -153,7 +77,7 @@ class EvalRequest:
     device: str = "auto"
     engine: str = "auto"
     precision: str = "auto"
-    batch_size: int = DEFAULT_BATCH
+    batch_size: int = EVAL_BATCH
     loader_workers: int | None = None  # None: a few when there is enough to decode
     record: bool = True
 
@@ -266,35 +190,6 @@ def _loader_workers(requested: int | None, n: int, batch: int) -> int:
     return 0 if n <= 2 * batch else min(4, max(1, (os.cpu_count() or 2) - 1))
 
 
-def run_of(conn: Any, source: Any) -> Any:
-    """The training run a model came from, when this store has it (by run id, or by the checkpoint's sha256)."""
-    from dogbreed.store import runs
-
-    if source.run_id is not None:
-        return runs.get_run(conn, source.run_id)
-    if source.kind == "checkpoint":
-        return runs.find_by_checkpoint(conn, source.key)
-    return None
-
-
-def imagenet_overlap(source: Any, run: Any, meta: Any = None) -> bool:
-    """Whether the model's weights come from ImageNet training (a ready model, or trained from ImageNet weights):
-    Stanford Dogs images come from ImageNet, so its scores there are optimistic. Asks the run's parameters when the
-    store has the run, else the checkpoint's own record (``meta``, read when not given)."""
-    if source.kind == "ready":
-        return True
-    if run is not None:
-        params = run.params or {}
-        return bool(params.get("imagenet_overlap", params.get("pretrained") or params.get("weights")))
-    if source.kind != "checkpoint":
-        return False
-    if meta is None:
-        from dogbreed.model import read_checkpoint
-
-        meta, _, _ = read_checkpoint(source.ref)
-    return bool(meta.metrics.get("imagenet_overlap") or meta.imagenet_head)
-
-
 def run(
     db_path: Path,
     request: EvalRequest,
@@ -302,21 +197,21 @@ def run(
     on_stage: Callable[[str], None] | None = None,
 ) -> EvalOutcome:
     """Evaluate one model on one set of labelled pictures, record it, and return the report."""
-    from dogbreed import engines, sources
+    from dogbreed import engines
+    from dogbreed.models import sources
     from dogbreed.store import evaluations, open_store
 
     stage = on_stage or (lambda text: None)
     conn = open_store(db_path)
     try:
         source = request.source or sources.resolve(conn)
-        training_run = run_of(conn, source)
+        training_run = sources.training_run(conn, source)
         picked = _pick(conn, db_path, request, training_run, stage)  # bad data fails before the model loads
-        checks = evaluations.checks_for(conn, source.key)  # auto picks what predict would pick
-        choice = engines.choose(source, request.device, request.engine, request.precision, checks)
+        choice = engines.choose_for(conn, source, request.device, request.engine, request.precision)
         stage(f"loading {source.name} ({choice.engine} {choice.precision} on {choice.device})")
         engine = engines.load_engine(source, choice)
         report, seconds = _measure(engine, picked, request, on_progress)
-        overlap = imagenet_overlap(source, training_run)
+        overlap = sources.imagenet_overlap(source, training_run)
         report["imagenet_overlap"] = overlap
         outcome = EvalOutcome(
             source,

@@ -3,7 +3,7 @@ optionally quantized to int8, so it predicts without torch and without its check
 
 The graph is ``model.Predictor`` (breed probabilities and, where the model has one, the dog probability),
 converted by the libraries made for it: OpenVINO's ``convert_model``, torch's ONNX exporter, NNCF's post-training
-quantization. The file carries its own description (``engines.exported.ExportMeta``): classes, preprocessing, dog
+quantization. The file carries its own description (``formats.export.ExportMeta``): classes, preprocessing, dog
 output, precision, the model it came from.
 
 Every export is checked before the command ends: its top-1 agreement with the fp32 torch model on held-out images
@@ -17,24 +17,22 @@ OpenVINO's conversion and NNCF send usage telemetry by default; dogbreed turns i
 from __future__ import annotations
 
 import contextlib
-import io
-import logging
 import os
 import shutil
 import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dogbreed.engines.exported import META_KEY, ExportMeta
-from dogbreed.errors import DogbreedError
-from dogbreed.sources import ModelSource
+from dogbreed.engines.convert import inference_graph, quiet_libraries, to_openvino
+from dogbreed.errors import DogbreedError, one_line
+from dogbreed.formats.export import META_KEY, ExportMeta
+from dogbreed.models.sources import ModelSource
 
 if TYPE_CHECKING:
-    from dogbreed.engines.check import CheckResult, ImageSet
+    from dogbreed.checks import CheckResult, ImageSet
 
 FORMATS = ("openvino", "onnx")
 SUFFIXES = {"openvino": ".xml", "onnx": ".onnx"}
@@ -68,78 +66,6 @@ class ExportOutcome:
 
 
 # ---------------------------------------------------------------- the graph and its description
-
-
-def describe(source: ModelSource) -> tuple[Any, ExportMeta]:
-    """The fp32 torch inference graph of ``source`` (eval mode, CPU) and the description an export of it carries."""
-    from dogbreed import __version__
-    from dogbreed.breeds import BY_WNID
-    from dogbreed.engines.torch import load_predictor
-
-    if source.kind == "export":
-        raise DogbreedError(f"{source.ref} is already an exported model; export its checkpoint or run instead")
-    net, spec = load_predictor(source)
-    meta = ExportMeta(
-        classes=[[w, BY_WNID[w].name] for w in spec.classes],
-        preprocessing=spec.preprocessing,
-        has_dog=spec.has_dog,
-        precision="fp32",
-        source_key=source.key,
-        source_name=source.name,
-        run_id=source.run_id,
-        versions=_versions(__version__),
-    )
-    return net, meta
-
-
-def _versions(dogbreed_version: str) -> dict[str, str]:
-    import openvino
-    import torch
-
-    return {"dogbreed": dogbreed_version, "torch": str(torch.__version__), "openvino": openvino.get_version()}
-
-
-@contextlib.contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """OpenVINO's converter and NNCF: no usage telemetry (both honour their CI switches), no progress bars or
-    banners on our stdout (which may be carrying --json), no torch CUDA-probe warning."""
-    saved = {k: os.environ.get(k) for k in ("CI", "NNCF_CI")}
-    os.environ.update(CI="true", NNCF_CI="1")
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    logging.getLogger("nncf").setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tracing warnings about a graph we know is static
-            yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def to_openvino(net: Any, meta: ExportMeta) -> Any:
-    """``ov.convert_model`` of the torch graph, with a dynamic batch, named outputs and the description attached."""
-    import openvino as ov
-    import torch
-
-    size = meta.preprocessing.crop_size
-    try:
-        with quiet_libraries(), torch.inference_mode():
-            model = ov.convert_model(
-                net,
-                example_input=torch.zeros(1, 3, size, size),
-                input=[(ov.PartialShape([-1, 3, size, size]), ov.Type.f32)],
-            )
-    except Exception as exc:  # the converter raises many types; all mean "this graph cannot be converted"
-        raise DogbreedError(f"OpenVINO cannot convert {meta.source_name}: {_first_line(exc)}") from None
-    names = ["probs", "dog"] if meta.has_dog else ["probs"]
-    for output, name in zip(model.outputs, names):
-        output.get_tensor().set_names({name})
-    model.inputs[0].get_tensor().set_names({"input"})
-    model.set_rt_info(meta.to_json(), [META_KEY])
-    return model
 
 
 def quantize(model: Any, images: ImageSet, prep: Any) -> Any:
@@ -251,13 +177,8 @@ def _onnx_export(net: Any, meta: ExportMeta, path: Path) -> Any:
                 external_data=False,
             )
     except Exception as exc:  # torch.export and the ONNX translation raise many types
-        raise DogbreedError(f"torch's ONNX exporter cannot export {meta.source_name}: {_first_line(exc)}") from None
+        raise DogbreedError(f"torch's ONNX exporter cannot export {meta.source_name}: {one_line(exc)}") from None
     return onnx.load(str(path))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
 
 
 def save_onnx(proto: Any, meta: ExportMeta, target: Path) -> list[Path]:
@@ -280,43 +201,40 @@ def _require(modules: list[str], how: str) -> None:
 # ---------------------------------------------------------------- the use case
 
 
-def export(
-    conn: Any,
-    request: ExportRequest,
-    on_stage: Callable[[str], None] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> ExportOutcome:
-    """Convert (and quantize), write, check and record one export. ``on_stage(text)`` names each step,
-    ``on_progress(done, total)`` follows the check's images."""
-    from dogbreed import sources
-    from dogbreed.engines import check
-
-    stage = on_stage or (lambda text: None)
+def _check_request(request: ExportRequest) -> None:
     if request.format not in FORMATS:
         raise DogbreedError(f"unknown format {request.format!r}; use {' or '.join(FORMATS)}")
     _require(["openvino"] + (["nncf"] if request.int8 else []), "pip install openvino nncf")
     if request.format == "onnx":
         needed = ["onnx", "onnxscript"] + (["onnxruntime"] if request.int8 else [])
         _require(needed, "pip install 'dogbreed[onnx]'; --format openvino needs nothing more")
-    target = output_path(request)
-    started = time.perf_counter()
-    held_out = calibration = None
-    if request.check or request.int8:
-        held_out, calibration = check.export_images(
-            conn,
-            request.source,
-            request.dataset,
-            request.check_images,
-            request.calibration_images if request.int8 else 0,
-        )
+
+
+def _pick_images(conn: Any, request: ExportRequest) -> tuple[ImageSet | None, ImageSet | None]:
+    """(held-out images for the check, calibration images for int8), found before any conversion starts."""
+    from dogbreed import checks
+
+    if not (request.check or request.int8):
+        return None, None
+    n_calibration = request.calibration_images if request.int8 else 0
+    held_out, calibration = checks.export_images(
+        conn, request.source, request.dataset, request.check_images, n_calibration
+    )
     if request.int8 and (calibration is None or len(calibration) < MIN_CALIBRATION_IMAGES):
         found = len(calibration) if calibration is not None else 0
         raise DogbreedError(
             f"int8 calibration needs at least {MIN_CALIBRATION_IMAGES} images and found {found}: pass --dataset DIR "
             "(a Stanford-layout dataset) or upload photos with 'dogbreed upload'"
         )
+    return held_out, calibration
+
+
+def _write(
+    request: ExportRequest, target: Path, calibration: ImageSet | None, stage: Callable[[str], None]
+) -> tuple[list[Path], ExportMeta]:
+    """Convert (and quantize) the model and write its files: (files, the description they carry)."""
     stage(f"loading {request.source.name}")
-    net, meta = describe(request.source)
+    net, meta = inference_graph(request.source)
     if request.int8:
         meta = ExportMeta(**{**meta.__dict__, "precision": "int8", "calibration": calibration.description})
     if request.format == "openvino":
@@ -326,26 +244,42 @@ def export(
             stage(f"calibrating int8 with NNCF on {calibration.description}")
             model = quantize(model, calibration, meta.preprocessing)
             model.set_rt_info(meta.to_json(), [META_KEY])
-        files = save_openvino(model, target)
-    else:
-        stage("exporting with torch's ONNX exporter")
-        with _staging(target) as tmp:
-            proto = _onnx_export(net, meta, tmp / "raw.onnx")
-        if request.int8:
-            stage(f"calibrating int8 with NNCF on {calibration.description}")
-            proto = quantize(proto, calibration, meta.preprocessing)
-        files = save_onnx(proto, meta, target)
-    del net
+        return save_openvino(model, target), meta
+    stage("exporting with torch's ONNX exporter")
+    with _staging(target) as tmp:
+        proto = _onnx_export(net, meta, tmp / "raw.onnx")
+    if request.int8:
+        stage(f"calibrating int8 with NNCF on {calibration.description}")
+        proto = quantize(proto, calibration, meta.preprocessing)
+    return save_onnx(proto, meta, target), meta
+
+
+def export(
+    conn: Any,
+    request: ExportRequest,
+    on_stage: Callable[[str], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ExportOutcome:
+    """Convert (and quantize), write, check and record one export. ``on_stage(text)`` names each step,
+    ``on_progress(done, total)`` follows the check's images."""
+    from dogbreed import checks
+    from dogbreed.models import sources
+
+    stage = on_stage or (lambda text: None)
+    _check_request(request)
+    target = output_path(request)
+    started = time.perf_counter()
+    held_out, calibration = _pick_images(conn, request)
+    files, meta = _write(request, target, calibration, stage)
     exported = sources.from_checkpoint(target)
     outcome = ExportOutcome(target, files, meta, sum(f.stat().st_size for f in files), 0.0, key=exported.key)
-    if request.check:
-        if held_out is None or not len(held_out):
-            outcome.check_skipped = check.NO_IMAGES_HINT
-        else:
-            stage(f"checking the export against the fp32 torch model on {held_out.description}")
-            outcome.check_data = held_out.description
-            outcome.checks = check.check_export(conn, request.source, exported, meta.precision, held_out, on_progress)
-    else:
+    if not request.check:
         outcome.check_skipped = "--no-check"
+    elif held_out is None or not len(held_out):
+        outcome.check_skipped = checks.NO_IMAGES_HINT
+    else:
+        stage(f"checking the export against the fp32 torch model on {held_out.description}")
+        outcome.check_data = held_out.description
+        outcome.checks = checks.check_export(conn, request.source, exported, meta.precision, held_out, on_progress)
     outcome.seconds = time.perf_counter() - started
     return outcome

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dogbreed.engines import Choice, Engine, Execution, choose, engine_class, load_engine
+from dogbreed.engines import Choice, Engine, Execution, choose_for, engine_class, load_engine, validate
 from dogbreed.errors import DogbreedError
-from dogbreed.sources import ModelSource
+from dogbreed.models.sources import ModelSource
 from dogbreed.store import jobs as job_rows
 from dogbreed.store.jobs import JobOutcome
 from dogbreed.store.predictions import JobResult
 
-DEFAULT_BATCH = 16
+PREDICT_BATCH = 16
 
 
 @dataclass
@@ -46,7 +46,7 @@ class PredictRequest:
     precision: str = "auto"
     workers: int | None = None
     threads: int | None = None
-    batch_size: int = DEFAULT_BATCH
+    batch_size: int = PREDICT_BATCH
     background: bool = False
 
 
@@ -89,17 +89,15 @@ def run(
 ) -> PredictOutcome:
     """Plan, run and record one predict request. ``on_start`` is called once the model and the jobs are known,
     ``on_progress(done, failed, total)`` after every batch."""
-    from dogbreed import sources
+    from dogbreed.models import sources
     from dogbreed.store import open_store, predictions
-    from dogbreed.store.evaluations import checks_for
     from dogbreed.store.images import list_images
 
     _check_selection(request)
     conn = open_store(db_path)
     try:
         source = request.source or sources.resolve(conn)
-        checks = checks_for(conn, source.key)  # what auto may pick depends on the recorded accuracy checks
-        choice = choose(source, request.device, request.engine, request.precision, checks)
+        choice = choose_for(conn, source, request.device, request.engine, request.precision)
         outcome = PredictOutcome(source, choice)
         engine = None
         if not request.background:  # load now: a model that cannot be built fails before any job exists
@@ -107,7 +105,7 @@ def run(
             engine = _preload(source, choice)
             outcome.load_seconds = time.perf_counter() - started
         else:
-            _validate(source)
+            validate(source)
         ids = _target_ids(conn, request, outcome)
         outcome.store_empty = ids is None and not list_images(conn, limit=1)
         outcome.job_ids = _plan(conn, request, source, ids)
@@ -125,22 +123,6 @@ def run(
     finally:
         _PRELOADED.clear()
         conn.close()
-
-
-def _validate(source: ModelSource) -> None:
-    """A cheap check that the model can be built, for requests that load it elsewhere (background)."""
-    if source.kind == "checkpoint":
-        from dogbreed.model import read_checkpoint
-
-        read_checkpoint(source.ref)
-    elif source.kind == "ready" and source.weights_file:
-        from dogbreed.model import read_weights_file
-
-        read_weights_file(Path(source.weights_file))
-    elif source.kind == "export":
-        from dogbreed.engines.openvino import read_export
-
-        read_export(source.ref)
 
 
 def _target_ids(conn: sqlite3.Connection, request: PredictRequest, outcome: PredictOutcome) -> list[int] | None:

@@ -43,21 +43,15 @@ from dogbreed import distributed, imaging
 from dogbreed.dataset import DatasetIndex, Sample, make_splits, scan, verify
 from dogbreed.distributed import Context
 from dogbreed.errors import DogbreedError
-from dogbreed.evaluate import build_report, compute_metrics, score
+from dogbreed.evaluate import score
 from dogbreed.files import safe_name
+from dogbreed.formats.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoint
 from dogbreed.imagesets import Batch, DatasetImages, EvalTransform, loader
 from dogbreed.imaging import Preprocessing
+from dogbreed.metrics import build_report, compute_metrics
 from dogbreed.mixed_precision import Precision
-from dogbreed.model import (
-    CheckpointMeta,
-    Classifier,
-    build_model,
-    check_input_size,
-    read_checkpoint,
-    resolve_arch,
-    save_checkpoint,
-    select_device,
-)
+from dogbreed.models.build import Classifier, build_model, check_input_size, resolve_arch
+from dogbreed.models.devices import select_device
 from dogbreed.store import connect
 from dogbreed.store import runs as run_rows
 
@@ -683,7 +677,7 @@ def _epoch_row(
 def preprocessing_for(arch: str, image_size: int | None) -> Preprocessing:
     """The architecture's own published preprocessing (torchvision's weights transforms: resize, crop,
     interpolation, mean, std); an explicit ``image_size`` sets the crop and scales the resize with it."""
-    from dogbreed import zoo
+    from dogbreed.models import zoo
 
     try:
         prep = zoo.describe(arch).preprocessing
@@ -720,8 +714,7 @@ class _Start:
 def _warm_source(ref: str, conn) -> tuple[Any, Any]:
     """The checkpoint a warm start reads (a run id or a path) as a ModelSource, and its run when the store has
     it."""
-    from dogbreed import sources
-    from dogbreed.evaluate import run_of
+    from dogbreed.models import sources
 
     if ref.isdigit():
         source = sources.from_run(conn, int(ref))
@@ -729,13 +722,13 @@ def _warm_source(ref: str, conn) -> tuple[Any, Any]:
         source = sources.from_checkpoint(ref)
         if source.kind != "checkpoint":
             raise DogbreedError(f"--from needs a dogbreed checkpoint (.pt), not an exported model: {ref}")
-    return source, run_of(conn, source)
+    return source, sources.training_run(conn, source)
 
 
 def _plan_warm_start(config: TrainConfig, classes: list[list[str]], db_path: Path) -> tuple[_Plan, _Start]:
     """--from: the source's architecture, mode and preprocessing unless the options say otherwise; its weights
     wherever they fit (the head only for the same breeds in the same mode)."""
-    from dogbreed.evaluate import imagenet_overlap
+    from dogbreed.models.sources import imagenet_overlap
 
     conn = connect(db_path)
     try:
@@ -1293,7 +1286,7 @@ def _announce(
     )
     listener.stage(f"precision: {amp.note}")
     if plan.imagenet_overlap:
-        from dogbreed.zoo import IMAGENET_CAVEAT
+        from dogbreed.models.zoo import IMAGENET_CAVEAT
 
         listener.warn(IMAGENET_CAVEAT)
     if cached:
@@ -1308,8 +1301,9 @@ def _score_test(
 ):
     """The best weights on the test split through predict's engine and preprocessing (each rank a share), exactly
     as ``dogbreed eval`` scores them."""
-    from dogbreed import engines, sources
+    from dogbreed import engines
     from dogbreed.evaluate import Scored
+    from dogbreed.models import sources
 
     temporary = None
     if ctx.main and config.save and run.result.checkpoint is not None:

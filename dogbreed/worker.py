@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dogbreed.engines import Choice
 from dogbreed.errors import DogbreedError
-from dogbreed.sources import ModelSource
+from dogbreed.models.sources import ModelSource
 
 
 def main(argv: list[str] | None = None) -> int:

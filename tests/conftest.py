@@ -74,7 +74,8 @@ def make_checkpoint(path: Path, *, arch="resnet18", mode="extractor", image_size
     import torch
 
     from dogbreed.breeds import BREEDS
-    from dogbreed.model import CheckpointMeta, build_model, save_checkpoint
+    from dogbreed.formats.checkpoint import CheckpointMeta, save_checkpoint
+    from dogbreed.models.build import build_model
 
     torch.manual_seed(seed)
     classes = classes or [[b.wnid, b.name] for b in BREEDS]

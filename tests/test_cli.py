@@ -57,7 +57,7 @@ def test_unreadable_store_is_a_one_line_error(home, tmp_path):
 
 
 def test_paths_name_the_weights_folder_torch_uses_and_the_exports_folder(cli, home, monkeypatch, tmp_path):
-    from dogbreed.zoo import weights_dir  # torch.hub's own answer; it reads the variables at every call
+    from dogbreed.models.zoo import weights_dir  # torch.hub's own answer; it reads the variables at every call
 
     for env in ({}, {"TORCH_HOME": None, "XDG_CACHE_HOME": str(tmp_path / "xdg")}, {"XDG_CACHE_HOME": None}):
         for name, value in env.items():

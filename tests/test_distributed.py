@@ -87,7 +87,7 @@ def test_two_gloo_processes_make_one_run_one_checkpoint_and_exact_metrics(cli, h
 
 
 def test_a_killed_rank_fails_the_run_cleanly_and_the_run_resumes(cli, home, learnable):
-    from dogbreed.model import read_checkpoint
+    from dogbreed.formats.checkpoint import read_checkpoint
 
     cli("stats")
     proc = launch(cli.db, "--dataset", learnable, "--epochs", 3, "--batch-size", 4, *ARGS)

@@ -87,7 +87,7 @@ def test_detection_reads_the_flags_that_mean_native_bf16_and_vnni(monkeypatch):
 
 def test_every_engine_and_precision_gives_the_torch_fp32_top1(tiny, test_images, tmp_path, monkeypatch):
     monkeypatch.setenv("DOGBREED_HOME", str(tmp_path / "home"))
-    from dogbreed import sources
+    from dogbreed.models import sources
 
     source = sources.from_checkpoint(tiny.checkpoint)
     reference = load_engine(source, Choice("torch", "fp32", "cpu"))
@@ -170,7 +170,7 @@ def test_a_recorded_check_lets_auto_pick_the_fastest_choice_and_forcing_features
 
 
 def test_the_guard_refuses_low_agreement_and_too_few_images(cli, tiny, monkeypatch):
-    from dogbreed import sources
+    from dogbreed.models import sources
     from dogbreed.store import open_store
     from dogbreed.store.evaluations import add_check, checks_for
 
@@ -231,7 +231,7 @@ def test_bf16_requested_on_a_cpu_without_it_runs_with_a_warning(cli, tiny, uploa
 def test_the_conversion_cache_keeps_only_the_most_recently_used(tmp_path):
     import time
 
-    from dogbreed.engines.openvino import _prune
+    from dogbreed.engines.convert import _prune
 
     for i in range(10):
         (tmp_path / f"model{i}").mkdir()

@@ -126,7 +126,7 @@ def test_a_ready_model_is_scored_over_all_its_breeds_and_within_the_datas(cli, t
     import torch
     import torchvision
 
-    from dogbreed.zoo import IMAGENET_CAVEAT
+    from dogbreed.models.zoo import IMAGENET_CAVEAT
 
     root = tmp_path / "three"
     make_synthetic(root, breeds=["n02085620", "n02088364", "n02106662"], per_class=10, size=(48, 36), lists=False)

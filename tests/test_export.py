@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dogbreed.engines.exported import ExportMeta
 from dogbreed.errors import DogbreedError
+from dogbreed.formats.export import ExportMeta
 from dogbreed.imaging import Preprocessing
 from tests.test_engines import run_without_torch
 from tests.tiny_model import TinyModel, tiny_model
@@ -35,7 +35,7 @@ def top1s(out: dict) -> dict[int, str]:
 @pytest.mark.parametrize("fmt", ["openvino", "onnx"])
 def test_an_export_predicts_without_its_checkpoint_and_without_torch(cli, home, tiny, tmp_path, fmt):
     ckpt = own_copy(tiny, tmp_path)
-    from dogbreed.model import read_checkpoint
+    from dogbreed.formats.checkpoint import read_checkpoint
 
     files = sorted(tiny.dataset.glob("Images/*/*_0000[0-2].jpg"))
     cli("upload", *files, "--label-from-folder")

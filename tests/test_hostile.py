@@ -1201,7 +1201,7 @@ def test_a_model_that_outputs_nan_fails_its_jobs_cleanly(cli, tmp_path, good_pay
 
 
 def test_the_background_worker_fails_jobs_whose_model_cannot_load(cli, tmp_path, checkpoint):
-    from dogbreed import sources
+    from dogbreed.models import sources
     from dogbreed.store import connect
     from dogbreed.store import jobs as job_rows
 
@@ -1362,7 +1362,7 @@ def test_jobs_of_a_dead_process_read_as_abandoned_not_running(cli, tmp_path):
 
 
 def test_stale_checkpoint_temporaries_are_cleaned_by_the_next_save(tmp_path):
-    from dogbreed.model import atomic_torch_save
+    from dogbreed.formats.torchfile import atomic_torch_save
 
     stale = write(tmp_path / ".run1.pt.abc123.tmp", b"\0" * 1000)
     fresh = write(tmp_path / ".run2.pt.def456.tmp", b"\0" * 10)  # a save in progress elsewhere: left alone

@@ -5,21 +5,28 @@ import pickle
 import pytest
 import torch
 
-from dogbreed import model
 from dogbreed.errors import DogbreedError
+from dogbreed.files import file_sha256
+from dogbreed.formats import torchfile
+from dogbreed.formats.checkpoint import CheckpointMeta, read_checkpoint, save_checkpoint
+from dogbreed.formats.torchfile import atomic_torch_save
 from dogbreed.imaging import Preprocessing
+from dogbreed.models.build import build_model, check_input_size, load_checkpoint, resolve_arch
+from dogbreed.models.devices import select_device
+from dogbreed.models.predictor import Predictor
+from dogbreed.models.weights import read_weights_file
 
 
 def test_aliases_and_registry_names():
-    assert model.resolve_arch("ResNet") == "resnet18"
-    assert model.resolve_arch("EfficientNet") == "efficientnet_b0"
-    assert model.resolve_arch("resnet50") == "resnet50"
+    assert resolve_arch("ResNet") == "resnet18"
+    assert resolve_arch("EfficientNet") == "efficientnet_b0"
+    assert resolve_arch("resnet50") == "resnet50"
     with pytest.raises(DogbreedError, match="resnet18"):
-        model.resolve_arch("resnet181")
+        resolve_arch("resnet181")
 
 
 def test_extractor_head_shape_and_frozen_backbone():
-    net = model.build_model("ResNet", "extractor", 120)
+    net = build_model("ResNet", "extractor", 120)
     layers = [type(m).__name__ for m in net.head]
     assert layers == [
         "BatchNorm1d",
@@ -39,7 +46,7 @@ def test_extractor_head_shape_and_frozen_backbone():
 
 
 def test_frozen_backbone_batchnorm_statistics_do_not_drift():
-    net = model.build_model("resnet18", "extractor", 5)
+    net = build_model("resnet18", "extractor", 5)
     before = net.backbone.bn1.running_mean.clone()
     net.train()
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.1)
@@ -50,28 +57,28 @@ def test_frozen_backbone_batchnorm_statistics_do_not_drift():
 
 
 def test_finetune_trains_everything_with_a_linear_head():
-    net = model.build_model("EfficientNet", "finetune", 7)
+    net = build_model("EfficientNet", "finetune", 7)
     assert isinstance(net.head, torch.nn.Linear) and net.head.in_features == 1280
     assert all(p.requires_grad for p in net.parameters())
     assert net.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 7)
 
 
 def test_device_selection_and_fallback():
-    assert model.select_device("cpu") == (torch.device("cpu"), None)
+    assert select_device("cpu") == (torch.device("cpu"), None)
     if not torch.cuda.is_available():
-        device, warning = model.select_device("gpu")
+        device, warning = select_device("gpu")
         assert device.type == "cpu" and "CUDA is not available; using cpu" in warning
     with pytest.raises(DogbreedError, match="unknown device"):
-        model.select_device("tpu")
+        select_device("tpu")
 
 
 def test_checkpoint_round_trip_is_self_describing(tmp_path):
-    net = model.build_model("resnet18", "finetune", 3).eval()
+    net = build_model("resnet18", "finetune", 3).eval()
     classes = [["n02085620", "Chihuahua"], ["n02088364", "Beagle"], ["n02099601", "Golden retriever"]]
-    meta = model.CheckpointMeta("resnet18", "finetune", classes, image_size=64, metrics={"val_acc": 0.5})
-    sha = model.save_checkpoint(tmp_path / "c.pt", net, meta)
-    assert sha == model.file_sha256(tmp_path / "c.pt")
-    loaded, meta2 = model.load_checkpoint(tmp_path / "c.pt")
+    meta = CheckpointMeta("resnet18", "finetune", classes, image_size=64, metrics={"val_acc": 0.5})
+    sha = save_checkpoint(tmp_path / "c.pt", net, meta)
+    assert sha == file_sha256(tmp_path / "c.pt")
+    loaded, meta2 = load_checkpoint(tmp_path / "c.pt")
     assert meta2.classes == classes and meta2.image_size == 64 and meta2.metrics == {"val_acc": 0.5}
     assert meta2.preprocessing == Preprocessing(64, 73, "bilinear")  # the classic 256/224 recipe
     assert {"torch", "torchvision", "dogbreed", "python"} <= set(meta2.versions)
@@ -90,12 +97,12 @@ def test_checkpoints_that_need_unpickling_code_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "dogbreed-checkpoint", "payload": _Evil()}, path)
     with pytest.raises(DogbreedError, match="pickled Python objects, which dogbreed never loads") as info:
-        model.read_checkpoint(path)
+        read_checkpoint(path)
     assert "weights_only" not in str(info.value)  # never reads as advice to turn the protection off
     plain = tmp_path / "plain.pkl"
     plain.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(DogbreedError):
-        model.read_checkpoint(plain)
+        read_checkpoint(plain)
 
 
 def test_weights_file_initialises_the_backbone(tmp_path):
@@ -103,10 +110,10 @@ def test_weights_file_initialises_the_backbone(tmp_path):
 
     source = torchvision.models.resnet18()
     torch.save(source.state_dict(), tmp_path / "w.pth")
-    net = model.build_model("resnet18", "extractor", 4, weights_file=tmp_path / "w.pth")
+    net = build_model("resnet18", "extractor", 4, weights_file=tmp_path / "w.pth")
     assert torch.equal(net.backbone.conv1.weight, source.conv1.weight)
     with pytest.raises(DogbreedError, match=r"does not fit efficientnet_b0.*missing key.*unexpected key"):
-        model.build_model("efficientnet_b0", "extractor", 4, weights_file=tmp_path / "w.pth")
+        build_model("efficientnet_b0", "extractor", 4, weights_file=tmp_path / "w.pth")
 
 
 def test_pretrained_weights_come_through_torchvision_weights_api(tmp_path, monkeypatch):
@@ -119,7 +126,7 @@ def test_pretrained_weights_come_through_torchvision_weights_api(tmp_path, monke
     source = torchvision.models.resnet18()
     torch.save(source.state_dict(), cache / weights.url.rsplit("/", 1)[-1])
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    net = model.build_model("ResNet", "extractor", 4, pretrained=True)
+    net = build_model("ResNet", "extractor", 4, pretrained=True)
     assert torch.equal(net.backbone.conv1.weight, source.conv1.weight)
 
 
@@ -137,13 +144,13 @@ def test_pretrained_weights_offline_is_a_one_line_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(api, "load_state_dict_from_url", offline)
     with pytest.raises(DogbreedError, match="Offline") as info:
-        model.build_model("resnet18", "extractor", 4, pretrained=True)
+        build_model("resnet18", "extractor", 4, pretrained=True)
     expected = tmp_path / "empty" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     assert str(expected) in str(info.value) and "--weights FILE" in str(info.value)
 
 
 def _crafted(tmp_path, name, meta=None, state=None, **payload):
-    net = model.build_model("resnet18", "finetune", 2)
+    net = build_model("resnet18", "finetune", 2)
     good = {
         "arch": "resnet18",
         "mode": "finetune",
@@ -178,13 +185,13 @@ def _crafted(tmp_path, name, meta=None, state=None, **payload):
 def test_crafted_checkpoint_metadata_is_a_one_line_error(tmp_path, meta, state, expected):
     path = _crafted(tmp_path, "crafted.pt", meta, state)
     with pytest.raises(DogbreedError, match=expected) as info:
-        model.load_checkpoint(path)
+        load_checkpoint(path)
     assert "\n" not in str(info.value)
 
 
 def test_names_in_a_checkpoint_come_from_the_breed_table_not_the_file(tmp_path):
     path = _crafted(tmp_path, "labels.pt", {"classes": [["n02085620", "[/]\x1b]0;pwned\x07"], ["n02088364", "B"]]})
-    _, meta = model.load_checkpoint(path)
+    _, meta = load_checkpoint(path)
     assert meta.classes == [["n02085620", "Chihuahua"], ["n02088364", "Beagle"]]
 
 
@@ -204,24 +211,24 @@ def test_a_file_that_is_not_a_checkpoint_says_what_it_is(tmp_path, content, expe
     else:
         path.write_bytes(content)
     with pytest.raises(DogbreedError, match=expected):
-        model.read_checkpoint(path)
+        read_checkpoint(path)
 
 
 def test_weights_errors_say_what_the_file_is(tmp_path):
     ckpt = _crafted(tmp_path, "ckpt.pt")
     with pytest.raises(DogbreedError, match="is a dogbreed checkpoint, not a torchvision state dict"):
-        model.read_weights_file(ckpt)
+        read_weights_file(ckpt)
     torch.save([torch.zeros(1)], tmp_path / "list.pth")
     with pytest.raises(DogbreedError, match="holds a list, not a state dict"):
-        model.read_weights_file(tmp_path / "list.pth")
+        read_weights_file(tmp_path / "list.pth")
     torch.save(torch.zeros(3), tmp_path / "tensor.pth")
     with pytest.raises(DogbreedError, match="holds a Tensor"):
-        model.read_weights_file(tmp_path / "tensor.pth")
+        read_weights_file(tmp_path / "tensor.pth")
 
 
 def test_a_checkpoint_from_before_preprocessing_was_recorded_still_loads(tmp_path):
     """Version-1 checkpoints had no resize size or interpolation: they get the classic recipe."""
-    net = model.build_model("resnet18", "finetune", 2)
+    net = build_model("resnet18", "finetune", 2)
     meta = {
         "arch": "resnet18",
         "mode": "finetune",
@@ -237,7 +244,7 @@ def test_a_checkpoint_from_before_preprocessing_was_recorded_still_loads(tmp_pat
         {"format": "dogbreed-checkpoint", "version": 1, "meta": meta, "state_dict": net.state_dict()},
         tmp_path / "v1.pt",
     )
-    _, loaded = model.load_checkpoint(tmp_path / "v1.pt")
+    _, loaded = load_checkpoint(tmp_path / "v1.pt")
     assert loaded.preprocessing == Preprocessing(64, 73, "bilinear") and not loaded.imagenet_head
 
 
@@ -245,15 +252,15 @@ def test_an_extractor_on_imagenet_weights_keeps_the_imagenet_layer_for_the_dog_p
     import torchvision
 
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "w.pth")
-    net = model.build_model("resnet18", "extractor", 3, weights_file=tmp_path / "w.pth")
+    net = build_model("resnet18", "extractor", 3, weights_file=tmp_path / "w.pth")
     assert net.imagenet_fc is not None and net.imagenet_fc.out_features == 1000
     assert not any(p.requires_grad for p in net.imagenet_fc.parameters())
-    probs, dog = model.Predictor(net).eval()(torch.randn(2, 3, 32, 32))
+    probs, dog = Predictor(net).eval()(torch.randn(2, 3, 32, 32))
     assert probs.shape == (2, 3) and dog.shape == (2,) and torch.all((dog >= 0) & (dog <= 1))
-    finetuned = model.build_model("resnet18", "finetune", 3, weights_file=tmp_path / "w.pth")
+    finetuned = build_model("resnet18", "finetune", 3, weights_file=tmp_path / "w.pth")
     assert finetuned.imagenet_fc is None  # a fine-tuned backbone's features no longer fit that layer
-    assert len(model.Predictor(finetuned).eval()(torch.randn(1, 3, 32, 32))) == 1
-    scratch = model.build_model("resnet18", "extractor", 3)
+    assert len(Predictor(finetuned).eval()(torch.randn(1, 3, 32, 32))) == 1
+    scratch = build_model("resnet18", "extractor", 3)
     assert scratch.imagenet_fc is None  # random weights know nothing about dogs
 
 
@@ -261,13 +268,13 @@ def test_checkpoint_with_the_imagenet_layer_round_trips(tmp_path):
     import torchvision
 
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "w.pth")
-    net = model.build_model("resnet18", "extractor", 2, weights_file=tmp_path / "w.pth").eval()
+    net = build_model("resnet18", "extractor", 2, weights_file=tmp_path / "w.pth").eval()
     classes = [["n02085620", "Chihuahua"], ["n02088364", "Beagle"]]
-    model.save_checkpoint(tmp_path / "c.pt", net, model.CheckpointMeta("resnet18", "extractor", classes, 32))
-    loaded, meta = model.load_checkpoint(tmp_path / "c.pt")
+    save_checkpoint(tmp_path / "c.pt", net, CheckpointMeta("resnet18", "extractor", classes, 32))
+    loaded, meta = load_checkpoint(tmp_path / "c.pt")
     assert meta.imagenet_head
     x = torch.randn(2, 3, 32, 32)
-    for a, b in zip(model.Predictor(net)(x), model.Predictor(loaded)(x)):
+    for a, b in zip(Predictor(net)(x), Predictor(loaded)(x)):
         assert torch.allclose(a, b, atol=1e-5)
 
 
@@ -288,29 +295,29 @@ def test_ctrl_c_inside_a_checkpoint_write_stays_an_interrupt_and_leaves_no_file(
     def fdopen(fd, mode="r", *args, **kwargs):
         return CutShort(fd, "wb") if "w" in mode else real_fdopen(fd, mode, *args, **kwargs)
 
-    monkeypatch.setattr(model.os, "fdopen", fdopen)
+    monkeypatch.setattr(torchfile.os, "fdopen", fdopen)
     with pytest.raises(KeyboardInterrupt):
-        model.atomic_torch_save({"w": torch.zeros(2**20)}, tmp_path / "c.pt")
+        atomic_torch_save({"w": torch.zeros(2**20)}, tmp_path / "c.pt")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_an_input_size_the_architecture_cannot_take_is_refused_before_training():
-    cnn = model.build_model("resnet18", "finetune", 3).train()
-    model.check_input_size(cnn, "resnet18", 32)  # any size works for a CNN with global pooling
+    cnn = build_model("resnet18", "finetune", 3).train()
+    check_input_size(cnn, "resnet18", 32)  # any size works for a CNN with global pooling
     assert cnn.training  # the probe left the mode as it was
     for arch, mode in (("vit_b_16", "finetune"), ("maxvit_t", "extractor")):
         with pytest.raises(DogbreedError, match=f"{arch} cannot take 32 px input.*drop --image-size"):
-            model.check_input_size(model.build_model(arch, mode, 3), arch, 32)
+            check_input_size(build_model(arch, mode, 3), arch, 32)
 
 
 def test_architectures_built_with_tensor_arithmetic_load_too(tmp_path):
     """RegNet's constructor computes its block widths with tensors, which the meta device cannot: checkpoints and
     ImageNet weights files of such models still load (built normally instead)."""
-    from dogbreed import zoo
+    from dogbreed.models import zoo
     from tests.conftest import imagenet_state_dict, make_checkpoint
 
     path = make_checkpoint(tmp_path / "regnet.pt", arch="regnet_y_400mf", mode="finetune", classes=None)
-    loaded, meta = model.load_checkpoint(path)
+    loaded, meta = load_checkpoint(path)
     assert meta.arch == "regnet_y_400mf" and loaded(torch.zeros(1, 3, 32, 32)).shape[-1] == 120
     weights = imagenet_state_dict(tmp_path / "regnet.pth", 207, arch="regnet_y_400mf")
     ready, _ = zoo.load_imagenet_model("regnet_y_400mf", weights_file=weights)

@@ -192,7 +192,8 @@ def test_view_writes_a_png_of_the_expected_size(cli, uploaded, checkpoint, tmp_p
 
 
 def test_a_worker_loads_the_model_once_not_per_batch(cli, uploaded, checkpoint, monkeypatch):
-    from dogbreed import engines, predict, sources
+    from dogbreed import engines, predict
+    from dogbreed.models import sources
     from dogbreed.store import jobs, open_store
 
     ids = uploaded(6)
@@ -244,7 +245,8 @@ def test_jobs_claimed_when_the_pool_is_already_broken_go_back_to_the_caller(cli,
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    from dogbreed import engines, predict, sources
+    from dogbreed import engines, predict
+    from dogbreed.models import sources
     from dogbreed.store import jobs, open_store
 
     uploaded(4)

@@ -107,7 +107,8 @@ def test_migrations_build_exactly_the_declared_sqlmodel_schema(tmp_path):
 def test_python_users_get_a_read_only_typed_session(tmp_path):
     from sqlmodel import select
 
-    from dogbreed.store.tables import Image, read_session
+    from dogbreed.store.tables import ImageRow as Image
+    from dogbreed.store.tables import read_session
 
     conn = store_db.open_store(tmp_path / "s.db")
     _add(conn, 3)

@@ -40,7 +40,7 @@ def test_training_beats_chance_and_records_the_run(cli, trained):
     assert run["status"] == "finished" and len(run["epochs"]) == 4
     assert run["best_val_acc"] == max(e["val_acc"] for e in run["epochs"])
     assert run["params"]["mode"] == "extractor" and run["params"]["epochs"] == 4
-    from dogbreed.model import file_sha256
+    from dogbreed.files import file_sha256
 
     assert Path(run["checkpoint_path"]).is_file()
     assert run["checkpoint_sha256"] == file_sha256(run["checkpoint_path"])
@@ -73,7 +73,7 @@ def test_predict_uses_the_new_checkpoint_by_default_and_agrees_with_training(cli
 
 
 def test_checkpoint_round_trips_with_classes_and_metrics(cli, trained):
-    from dogbreed.model import load_checkpoint
+    from dogbreed.models.build import load_checkpoint
 
     run = cli.json("stats", trained["run_id"])
     model, meta = load_checkpoint(run["checkpoint_path"])
@@ -122,7 +122,7 @@ def test_interrupt_keeps_the_best_checkpoint_and_marks_the_run(home, learnable, 
     conn = open_store(db)
     status, path = conn.execute("SELECT status, checkpoint_path FROM runs").fetchone()
     assert status == "interrupted" and Path(path) == result.checkpoint.resolve()
-    from dogbreed.sources import best_run
+    from dogbreed.models.sources import best_run
 
     assert best_run(conn) is None  # only finished runs become the default model
     from dogbreed.train import resume
@@ -240,7 +240,7 @@ def test_a_finished_run_is_not_resumed_but_warm_started_from(cli, trained, learn
     from its weights, architecture, mode and input size."""
     import torch
 
-    from dogbreed.model import read_checkpoint
+    from dogbreed.formats.checkpoint import read_checkpoint
 
     run_id = trained["run_id"]
     assert "already finished" in cli("train", "--resume", run_id, expect=1).stderr
@@ -368,7 +368,9 @@ def test_efficientnet_checkpoint_records_bicubic_and_predict_uses_it(cli, learna
     import torch
 
     from dogbreed import imaging
-    from dogbreed.model import Predictor, load_checkpoint, save_checkpoint
+    from dogbreed.formats.checkpoint import save_checkpoint
+    from dogbreed.models.build import load_checkpoint
+    from dogbreed.models.predictor import Predictor
 
     out = cli.json("train", "--dataset", learnable, "--model", "EfficientNet", "--epochs", 1, *SMALL)
     path = cli.json("stats", out["run_id"])["checkpoint_path"]

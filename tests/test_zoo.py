@@ -41,7 +41,7 @@ def test_the_dog_classes_are_all_dogs_including_ones_stanford_does_not_list():
 
 
 def test_ready_models_come_from_torchvision_metadata():
-    from dogbreed import zoo
+    from dogbreed.models import zoo
 
     models = {m.name: m for m in zoo.ready_models()}
     assert len(models) > 40

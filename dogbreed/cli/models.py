@@ -73,24 +73,20 @@ def models_cmd(
     Every Stanford breed is an ImageNet class, so these torchvision classifiers are breed classifiers with no
     training: published ImageNet top-1, GFLOPs, file size, and whether the weights are already cached.
     """
-    from pathlib import Path
 
-    from dogbreed import sources, zoo
+    from dogbreed import engines
+    from dogbreed.models import sources, zoo
 
     fmt = output_format(as_json, as_csv, as_nl)
-    names_a_file = default is not None and (bool(Path(default).suffix) or "/" in default)
-    if weights is not None and (default in (None, "auto") or default.startswith("run:") or names_a_file):
+    if weights is not None and default is None:
         raise DogbreedError("--weights goes with --default ARCH (the ready model those ImageNet weights are for)")
     conn = open_db(ctx)
     if default is not None:
-        if default == "auto":
-            sources.pin(conn, None)
-        elif default.startswith("run:") and default[4:].isdigit():
-            sources.pin(conn, sources.from_run(conn, int(default[4:])))
-        elif names_a_file:
-            sources.pin(conn, sources.from_checkpoint(default))
-        else:
-            sources.pin(conn, sources.from_ready(default, weights_file=weights))
+        asked = sources.pin_request(default, weights)
+        chosen = None if asked is None else sources.resolve(conn, **asked)
+        if chosen is not None:
+            engines.validate(chosen)  # a file that cannot be loaded is refused now, not at every later predict
+        sources.pin(conn, chosen)
     current = sources.resolve(conn)
     rows = []
     for m in zoo.ready_models():
@@ -114,17 +110,12 @@ def _source_from(
     conn: Any, what: str | None, checkpoint: Path | None, model: str | None, weights: Path | None, run: int | None
 ):
     """The model named by a positional RUN|CHECKPOINT, or by the usual options, or the default one."""
-    from dogbreed import sources
+    from dogbreed.models import sources
 
     if what is not None:
         if checkpoint is not None or run is not None or model is not None:
             raise DogbreedError("name the model once: RUN|CHECKPOINT, or --run/--checkpoint/--model")
-        if what.isdigit():
-            run = int(what)
-        elif what.startswith("run:") and what[4:].isdigit():
-            run = int(what[4:])
-        else:
-            checkpoint = Path(what)
+        return sources.resolve(conn, weights=weights, **sources.named(what))
     return sources.resolve(conn, checkpoint=checkpoint, model=model, weights=weights, run=run)
 
 
@@ -345,7 +336,8 @@ def check_cmd(
     and through every faster option this machine has (OpenVINO f32/bf16, torch bf16 where the CPU has native bf16;
     fp16/bf16 on a CUDA GPU). predict's auto then picks the fastest one with at least 99% agreement.
     """
-    from dogbreed.engines import check, resolve_device
+    from dogbreed import checks as check
+    from dogbreed.engines import resolve_device
 
     fmt_out = output_format(as_json, as_csv, as_nl)
     conn = open_db(ctx)

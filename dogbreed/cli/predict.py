@@ -43,7 +43,7 @@ from dogbreed.errors import DogbreedError
 
 
 def resolve_model(conn: Any, checkpoint: Path | None, model: str | None, weights: Path | None, run: int | None):
-    from dogbreed import sources
+    from dogbreed.models import sources
 
     return sources.resolve(conn, checkpoint=checkpoint, model=model, weights=weights, run=run)
 
@@ -154,8 +154,6 @@ def predict_cmd(
     PATHs are stored first (duplicates recognised). Every job and prediction is recorded in the store with the
     model that made it; with no model named, the pinned default, else the best trained run, else a ready one.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from dogbreed import predict
 
     fmt = output_format(as_json, as_csv, as_nl)
@@ -176,31 +174,9 @@ def predict_cmd(
         batch_size=batch_size,
         background=background,
     )
-    columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
-    show_bar = fmt == "table" and err.is_terminal and not quiet
-    with Progress(*columns, TimeRemainingColumn(), console=err, transient=True, disable=not show_bar) as bar:
-        state: dict[str, Any] = {}
-
-        def on_start(outcome: Any) -> None:
-            if outcome.choice.warning:
-                warn(outcome.choice.warning)
-            if fmt == "table":
-                err.print(safe(describe_model(outcome.source, outcome.choice)), soft_wrap=True)
-                if outcome.choice.note and not quiet:
-                    err.print(safe(f"engine: {outcome.choice.note}"), soft_wrap=True)
-            if fmt != "json":  # refusals always show (JSON carries them); beside CSV/NL output, on stderr
-                for u in outcome.uploads:
-                    if u.status == "refused":
-                        print_upload_line(u, out if fmt == "table" else err)
-            state["task"] = bar.add_task("predict", total=len(outcome.job_ids), rate="")
-            state["t0"] = time.perf_counter()
-
-        def on_progress(done: int, failed: int, total: int) -> None:
-            rate = (done + failed) / max(time.perf_counter() - state["t0"], 1e-9)
-            bar.update(state["task"], completed=done + failed, rate=f"{rate:.1f} img/s")
-
+    with _Progress(fmt, quiet) as progress:
         try:
-            outcome = predict.run(db_path(ctx), request, on_progress=on_progress, on_start=on_start)
+            outcome = predict.run(db_path(ctx), request, on_progress=progress.advance, on_start=progress.start)
         except KeyboardInterrupt:
             again = "" if source.reason else f" {source.as_options()}"
             err.print(
@@ -210,21 +186,63 @@ def predict_cmd(
                 markup=False,
             )
             raise typer.Exit(130) from None
+    _render(outcome, fmt, top_k, quiet, background)
+
+
+class _Progress:
+    """What predict says while it runs: the model line and its engine note, refused files, a progress bar."""
+
+    def __init__(self, fmt: str, quiet: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.fmt, self.quiet = fmt, quiet
+        columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
+        show = fmt == "table" and err.is_terminal and not quiet
+        self.bar = Progress(*columns, TimeRemainingColumn(), console=err, transient=True, disable=not show)
+        self.task: Any = None
+        self.t0 = time.perf_counter()
+
+    def __enter__(self) -> _Progress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+    def start(self, outcome: Any) -> None:
+        if outcome.choice.warning:
+            warn(outcome.choice.warning)
+        if self.fmt == "table":
+            err.print(safe(describe_model(outcome.source, outcome.choice)), soft_wrap=True)
+            if outcome.choice.note and not self.quiet:
+                err.print(safe(f"engine: {outcome.choice.note}"), soft_wrap=True)
+        if self.fmt != "json":  # refusals always show (JSON carries them); beside CSV/NL output, on stderr
+            for u in outcome.uploads:
+                if u.status == "refused":
+                    print_upload_line(u, out if self.fmt == "table" else err)
+        self.task = self.bar.add_task("predict", total=len(outcome.job_ids), rate="")
+        self.t0 = time.perf_counter()
+
+    def advance(self, done: int, failed: int, total: int) -> None:
+        rate = (done + failed) / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.update(self.task, completed=done + failed, rate=f"{rate:.1f} img/s")
+
+
+def _render(outcome: Any, fmt: str, top_k: int, quiet: bool, background: bool) -> None:
+    """The results (or the queued jobs, for --background); exit 1 when a job failed or a file was refused."""
     refused = [u for u in outcome.uploads if u.status == "refused"]
     if background:
         _print_background(outcome, fmt)
-        if refused:
-            raise typer.Exit(1)
-        return
-    items = [result_json(r, outcome, top_k) for r in outcome.results]
-    if fmt == "json":
-        print_json(_summary_json(outcome, items))
-    elif fmt == "table":
-        if not quiet and items:
-            emit([_table_row(i) for i in items], RESULT_COLUMNS, "table", title="predictions")
-        out.print(_summary_line(outcome), soft_wrap=True)
     else:
-        emit(items, [Column(k, k) for k in RESULT_FIELDS], fmt)
+        items = [result_json(r, outcome, top_k) for r in outcome.results]
+        if fmt == "json":
+            print_json(_summary_json(outcome, items))
+        elif fmt == "table":
+            if not quiet and items:
+                emit([_table_row(i) for i in items], RESULT_COLUMNS, "table", title="predictions")
+            out.print(_summary_line(outcome), soft_wrap=True)
+        else:
+            emit(items, [Column(k, k) for k in RESULT_FIELDS], fmt)
     if outcome.failed or refused:
         raise typer.Exit(1)
 

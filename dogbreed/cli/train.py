@@ -349,7 +349,7 @@ def print_train_summary(result: Any) -> None:
     ]
     out.print(key_value_table(rows, title=f"run {result.run_id}: finished"))
     if t.get("imagenet_overlap"):
-        from dogbreed.zoo import IMAGENET_CAVEAT
+        from dogbreed.models.zoo import IMAGENET_CAVEAT
 
         note(IMAGENET_CAVEAT)
     if t["most_confused"]:
@@ -411,8 +411,9 @@ def eval_cmd(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from dogbreed import evaluate, sources
+    from dogbreed import evaluate
     from dogbreed.config import resolve_paths
+    from dogbreed.models import sources
 
     fmt = output_format(as_json, as_csv, as_nl)
     given = given_options(ctx)
@@ -469,7 +470,7 @@ def eval_cmd(
     else:
         print_eval(outcome, quiet)
     if outcome.imagenet_overlap:
-        from dogbreed.zoo import IMAGENET_CAVEAT
+        from dogbreed.models.zoo import IMAGENET_CAVEAT
 
         note(IMAGENET_CAVEAT)
 
@@ -657,7 +658,7 @@ def stats_cmd(
             soft_wrap=True,
         )
         if report.get("imagenet_overlap"):
-            from dogbreed.zoo import IMAGENET_CAVEAT
+            from dogbreed.models.zoo import IMAGENET_CAVEAT
 
             note(IMAGENET_CAVEAT)
     if evals:

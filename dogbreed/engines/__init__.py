@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sqlite3
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from dogbreed.imaging import Preprocessing
 if TYPE_CHECKING:
     import numpy as np
 
-    from dogbreed.sources import ModelSource
+    from dogbreed.models.sources import ModelSource
     from dogbreed.store.evaluations import EngineCheck
 
 ENGINES = ("torch", "openvino")
@@ -94,6 +95,12 @@ class Engine(ABC):
     spec: ModelSpec
     device: str
     precision: str
+    choice: Choice | None = None  # set by load_engine
+
+    @classmethod
+    @abstractmethod
+    def validate(cls, source: ModelSource) -> None:
+        """Check that ``source`` loads (read and verify its files) without building the engine."""
 
     @classmethod
     @abstractmethod
@@ -160,7 +167,7 @@ def resolve_device(device: str, engine: str) -> tuple[str, str | None]:
         return "cpu", None
     if name == "cpu" or (name == "auto" and not cpu.accelerator_possible()):
         return "cpu", None
-    from dogbreed.model import select_device
+    from dogbreed.models.devices import select_device
 
     dev, warning = select_device(device)
     return str(dev), warning
@@ -290,4 +297,39 @@ def _choose_export(
 
 
 def load_engine(source: ModelSource, choice: Choice) -> Engine:
-    return engine_class(choice.engine)(source, choice.device, choice.precision)  # type: ignore[call-arg]
+    """The engine ``choice`` names, loaded for ``source``; it keeps the choice (``engine.choice``) for notes."""
+    engine = engine_class(choice.engine)(source, choice.device, choice.precision)  # type: ignore[call-arg]
+    engine.choice = choice
+    return engine
+
+
+def choose_for(
+    conn: sqlite3.Connection | None,
+    source: ModelSource,
+    device: str = "auto",
+    engine: str = "auto",
+    precision: str = "auto",
+) -> Choice:
+    """``choose`` with the accuracy checks this store recorded for ``source`` (none without a store): what predict,
+    eval and the Python API all run."""
+    from dogbreed.store.evaluations import checks_for
+
+    checks = checks_for(conn, source.key) if conn is not None else []
+    return choose(source, device, engine, precision, checks)
+
+
+def open_engine(
+    conn: sqlite3.Connection | None,
+    source: ModelSource,
+    device: str = "auto",
+    engine: str = "auto",
+    precision: str = "auto",
+) -> Engine:
+    """The one way to open an engine for a model: the auto choice (``choose_for``), loaded."""
+    return load_engine(source, choose_for(conn, source, device, engine, precision))
+
+
+def validate(source: ModelSource) -> None:
+    """Whether ``source`` loads, cheaply (its file read and checked, no engine compiled): the engine that would run
+    it answers. A model that cannot be loaded is a DogbreedError naming the file and the problem."""
+    engine_class("openvino" if source.kind == "export" else "torch").validate(source)

@@ -6,7 +6,7 @@
 
 A measurement on fewer than ``MIN_IMAGES`` images does not count: 99% of 50 images would mean "no disagreement at
 all", and a one-point drop cannot be told from noise on a few dozen labels. Checks are measured by
-``dogbreed check`` and ``dogbreed export`` (``engines.check``) and stored in ``engine_checks``.
+``dogbreed check`` and ``dogbreed export`` (``dogbreed.checks``) and stored in ``engine_checks``.
 
 Light module.
 """

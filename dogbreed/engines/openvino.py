@@ -2,7 +2,7 @@
 
 Exported models (OpenVINO IR .xml/.bin, ONNX) load with no torch import at all: decoding is Pillow, the
 preprocessing numpy (``imaging.preprocess``), the description comes from the file. Checkpoints and ready models are
-converted once (``export.to_openvino``, which needs torch) and the IR is kept under ``$DOGBREED_HOME/cache/openvino``
+converted once (``engines.convert``, which needs torch) and the IR is kept under ``$DOGBREED_HOME/cache/openvino``
 keyed by the model's key and the dogbreed/OpenVINO versions, so the next run loads it like an export. Compiling an
 IR takes ~0.1 s (ResNet50, measured with and without OpenVINO's CACHE_DIR: no gain), so compiled blobs are not
 kept.
@@ -18,10 +18,7 @@ it: a parent that compiled nothing forks cleanly.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +27,10 @@ import openvino as ov
 
 from dogbreed.engines import Choice, Engine, Execution, ModelSpec, Scores, cpu_execution
 from dogbreed.engines import cpu as cpu_features
-from dogbreed.engines.exported import META_KEY, ExportMeta
+from dogbreed.engines.convert import cache_dir, convert_cached
 from dogbreed.errors import DogbreedError
-from dogbreed.sources import ModelSource
+from dogbreed.formats.export import META_KEY, ExportMeta
+from dogbreed.models.sources import ModelSource
 
 _HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the quantized layers are int8 whatever the hint
 
@@ -116,81 +114,6 @@ def _read_export(path: Path | str) -> tuple[ov.Model, ExportMeta]:
     return model, meta
 
 
-# ---------------------------------------------------------------- the conversion cache
-
-
-def cache_dir() -> Path:
-    from dogbreed.config import resolve_paths
-
-    return resolve_paths().cache / "openvino"
-
-
-def cached_ir_path(source: ModelSource) -> Path:
-    """Where the IR of a checkpoint or ready model is kept: keyed by the model's key (its file's sha256, or the
-    torchvision weights' name) and the versions that made it, so an upgrade converts again."""
-    from dogbreed import __version__
-
-    tag = hashlib.sha256(f"{source.key}|{source.ref}|{__version__}|{ov.get_version()}".encode()).hexdigest()[:32]
-    return cache_dir() / tag / "model.xml"
-
-
-KEEP_CONVERSIONS = 8
-
-
-def convert_cached(source: ModelSource) -> Path:
-    """The cached IR of ``source``, converting it (torch import, ``ov.convert_model``: seconds) the first time. Two
-    processes converting at once each write their own folder; the first rename wins, the other is dropped. The
-    ``KEEP_CONVERSIONS`` most recently used are kept (a ResNet50 IR is ~100 MB)."""
-    target = cached_ir_path(source)
-    if target.is_file() and target.with_suffix(".bin").is_file():
-        _touch(target.parent)
-        return target
-    from dogbreed.export import describe, to_openvino
-
-    net, meta = describe(source)
-    model = to_openvino(net, meta)
-    del net
-    try:
-        target.parent.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent.parent, prefix=".converting-"))
-        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=False)
-        try:
-            os.rename(tmp, target.parent)
-        except OSError:  # another process got there first (or an old partial folder): keep whichever is complete
-            if not target.is_file():
-                shutil.rmtree(target.parent, ignore_errors=True)
-                os.rename(tmp, target.parent)
-    except OSError as exc:
-        raise DogbreedError(f"cannot cache the converted model under {cache_dir()}: {exc.strerror or exc}") from None
-    finally:
-        if "tmp" in locals() and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    _prune(cache_dir(), keep=KEEP_CONVERSIONS)
-    return target
-
-
-def _touch(folder: Path) -> None:
-    try:
-        os.utime(folder)
-    except OSError:
-        pass
-
-
-def _prune(folder: Path, keep: int) -> None:
-    """Drop all but the ``keep`` most recently used conversions (and leftovers of interrupted ones over an hour
-    old); a folder another process is using is only deleted once it is no longer the newest."""
-    import time
-
-    try:
-        entries = [p for p in folder.iterdir() if p.is_dir()]
-    except OSError:
-        return
-    done = sorted((p for p in entries if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True)
-    stale = [p for p in entries if p.name.startswith(".") and time.time() - p.stat().st_mtime > 3600]
-    for old in done[keep:] + stale:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 # ---------------------------------------------------------------- the engine
 
 
@@ -234,6 +157,13 @@ class OpenVinoEngine(Engine):
         probs = np.array(self._request.get_output_tensor(0).data, dtype=np.float32)  # a copy: buffers are reused
         dog = np.array(self._request.get_output_tensor(1).data, dtype=np.float32) if self.spec.has_dog else None
         return Scores(probs, dog)
+
+    @classmethod
+    def validate(cls, source: ModelSource) -> None:
+        """An export is read and its description and inputs/outputs checked; other models are converted from torch
+        when first run (``engines.validate`` asks the torch engine about them)."""
+        if source.kind == "export":
+            read_export(source.ref)
 
     def set_threads(self, threads: int) -> None:
         threads = max(1, threads)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,20 +21,21 @@ import torch
 from dogbreed.engines import Choice, Engine, Execution, ModelSpec, Scores, cpu_execution
 from dogbreed.engines import cpu as cpu_features
 from dogbreed.errors import DogbreedError
-from dogbreed.sources import ModelSource
+from dogbreed.models.sources import ModelSource
 
 
 def load_predictor(source: ModelSource) -> tuple[torch.nn.Module, ModelSpec]:
     """The inference graph of a checkpoint or ready model (on the CPU, eval mode) and its spec."""
     from dogbreed.breeds import BREEDS
-    from dogbreed.model import Predictor, load_checkpoint
+    from dogbreed.models.build import load_checkpoint
+    from dogbreed.models.predictor import Predictor
 
     if source.kind == "checkpoint":
         model, meta = load_checkpoint(source.ref)
         net = Predictor(model)
         return net.eval(), ModelSpec(tuple(meta.wnids), meta.preprocessing, net.has_dog)
     if source.kind == "ready":
-        from dogbreed import zoo
+        from dogbreed.models import zoo
 
         model, info = zoo.load_imagenet_model(source.arch, source.weights, source.weights_file)
         net = Predictor(model, imagenet=True)
@@ -45,7 +47,7 @@ class TorchEngine(Engine):
     name = "torch"
 
     def __init__(self, source: ModelSource, device: str = "cpu", precision: str = "fp32"):
-        from dogbreed.model import prepare_for_inference
+        from dogbreed.models.predictor import prepare_for_inference
 
         self.device, self.precision = device, precision
         self._device = torch.device(device)
@@ -73,6 +75,21 @@ class TorchEngine(Engine):
 
     def set_threads(self, threads: int) -> None:
         torch.set_num_threads(max(1, threads))
+
+    @classmethod
+    def validate(cls, source: ModelSource) -> None:
+        """A checkpoint is read and built on the meta device (its weights must fit its own description); a local
+        weights file is read; published weights are checked when they are downloaded."""
+        if source.kind == "checkpoint":
+            from dogbreed.models.build import load_checkpoint
+
+            load_checkpoint(source.ref, device="meta")
+        elif source.kind == "ready" and source.weights_file:
+            from dogbreed.models.weights import read_weights_file
+
+            read_weights_file(Path(source.weights_file))
+        elif source.kind == "export":
+            raise DogbreedError(f"{source.ref} is an exported model: run it with --engine openvino (or auto)")
 
     @classmethod
     def supports(cls, source: ModelSource, device: str, precision: str) -> tuple[bool, str]:

@@ -3,7 +3,7 @@
 - The append-only migrations (``schema.py``) build the tables; a test checks that what they build is exactly
   what is declared here (columns, types, nullability, primary keys), so the two cannot drift.
 - Python users get typed, READ-ONLY queries over a store (``dogbreed.Store(path).session()``), e.g.
-  ``session.exec(select(Prediction).where(Prediction.dog_probability < 0.5))``.
+  ``session.exec(select(PredictionRow).where(PredictionRow.dog_probability < 0.5))``.
 
 dogbreed itself writes through ``store/*`` with stdlib sqlite3 (one write discipline), and never imports this
 module on the CLI's start-up path: importing SQLModel alone costs ~0.4 s.
@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel
 
 
-class Image(SQLModel, table=True):
+class ImageRow(SQLModel, table=True):
     __tablename__ = "images"
     id: int | None = Field(default=None, primary_key=True)
     filename: str
@@ -31,13 +31,13 @@ class Image(SQLModel, table=True):
     created_at: str
 
 
-class ImageBlob(SQLModel, table=True):
+class ImageBlobRow(SQLModel, table=True):
     __tablename__ = "image_blobs"
     image_id: int = Field(primary_key=True, foreign_key="images.id")
     data: bytes
 
 
-class Prediction(SQLModel, table=True):
+class PredictionRow(SQLModel, table=True):
     __tablename__ = "predictions"
     id: int | None = Field(default=None, primary_key=True)
     image_id: int = Field(foreign_key="images.id")
@@ -55,7 +55,7 @@ class Prediction(SQLModel, table=True):
     created_at: str
 
 
-class Job(SQLModel, table=True):
+class JobRow(SQLModel, table=True):
     __tablename__ = "jobs"
     id: int | None = Field(default=None, primary_key=True)
     image_id: int = Field(foreign_key="images.id")
@@ -74,7 +74,7 @@ class Job(SQLModel, table=True):
     seconds: float | None = None
 
 
-class Run(SQLModel, table=True):
+class RunRow(SQLModel, table=True):
     __tablename__ = "runs"
     id: int | None = Field(default=None, primary_key=True)
     name: str
@@ -104,7 +104,7 @@ class Run(SQLModel, table=True):
     precision: str | None = None
 
 
-class Epoch(SQLModel, table=True):
+class EpochRow(SQLModel, table=True):
     __tablename__ = "epochs"
     run_id: int = Field(primary_key=True, foreign_key="runs.id")
     epoch: int = Field(primary_key=True)
@@ -119,7 +119,7 @@ class Epoch(SQLModel, table=True):
     lr: float | None = None
 
 
-class Evaluation(SQLModel, table=True):
+class EvaluationRow(SQLModel, table=True):
     __tablename__ = "evaluations"
     id: int | None = Field(default=None, primary_key=True)
     model_key: str
@@ -140,7 +140,7 @@ class Evaluation(SQLModel, table=True):
     created_at: str
 
 
-class EngineCheck(SQLModel, table=True):
+class EngineCheckRow(SQLModel, table=True):
     __tablename__ = "engine_checks"
     id: int | None = Field(default=None, primary_key=True)
     model_key: str
@@ -157,7 +157,7 @@ class EngineCheck(SQLModel, table=True):
     labelled: int | None = None
 
 
-class Setting(SQLModel, table=True):
+class SettingRow(SQLModel, table=True):
     __tablename__ = "settings"
     key: str = Field(primary_key=True)
     value: str

@@ -16,6 +16,7 @@ import shlex
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from dogbreed.errors import DogbreedError
 from dogbreed.files import file_sha256
@@ -56,6 +57,16 @@ class ModelSource:
         weights = f" --weights {shlex.quote(self.weights_file)}" if self.weights_file else ""
         return f"--model {self.arch}{weights}"
 
+    def pin_value(self) -> str:
+        """How the store's default-model setting names this model (``sources.pinned`` reads it back)."""
+        if self.run_id is not None:
+            return f"run:{self.run_id}"
+        if self.kind == "ready" and self.weights_file:
+            return f"weights:{self.arch}:{self.weights_file}"
+        if self.kind == "ready":
+            return f"ready:{self.arch}:{self.weights}"
+        return f"file:{self.ref}"
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
@@ -93,8 +104,8 @@ def _export_key(path: Path) -> str:
 
 def from_ready(arch: str, weights: str | None = None, weights_file: Path | str | None = None) -> ModelSource:
     """A torchvision ImageNet classifier used as a breed classifier. Imports torchvision (to check the name)."""
-    from dogbreed import zoo
-    from dogbreed.model import resolve_arch
+    from dogbreed.models import zoo
+    from dogbreed.models.build import resolve_arch
 
     arch = resolve_arch(arch)
     info = zoo.describe(arch, weights)
@@ -138,34 +149,9 @@ def parse_pin(text: str) -> tuple[str, str]:
 
 
 def pin(conn: sqlite3.Connection, source: ModelSource | None) -> None:
-    """Make ``source`` the default model of this store (None: back to the automatic choice)."""
-    if source is None:
-        settings.set_setting(conn, settings.DEFAULT_MODEL, None)
-        return
-    _check_loadable(source)
-    if source.run_id is not None:
-        value = f"run:{source.run_id}"
-    elif source.kind == "ready" and not source.weights_file:
-        value = f"ready:{source.arch}:{source.weights}"
-    else:
-        value = f"file:{source.ref}" if source.kind != "ready" else f"weights:{source.arch}:{source.weights_file}"
-    settings.set_setting(conn, settings.DEFAULT_MODEL, value)
-
-
-def _check_loadable(source: ModelSource) -> None:
-    """A model file that cannot be loaded is refused when it is pinned, not at every later predict."""
-    if source.kind == "checkpoint":
-        from dogbreed.model import load_checkpoint
-
-        load_checkpoint(source.ref, device="meta")
-    elif source.kind == "ready" and source.weights_file:
-        from dogbreed.model import read_weights_file
-
-        read_weights_file(Path(source.weights_file))
-    elif source.kind == "export":
-        from dogbreed.engines.openvino import read_export
-
-        read_export(source.ref)
+    """Make ``source`` the default model of this store (None: back to the automatic choice). The caller checks
+    first that it loads (``engines.validate``), so a broken file is refused when pinned, not at every predict."""
+    settings.set_setting(conn, settings.DEFAULT_MODEL, None if source is None else source.pin_value())
 
 
 def pinned(conn: sqlite3.Connection) -> ModelSource | None:
@@ -194,6 +180,28 @@ def pinned(conn: sqlite3.Connection) -> ModelSource | None:
 
 def _with_reason(source: ModelSource, reason: str) -> ModelSource:
     return ModelSource(**{**asdict(source), "reason": reason})
+
+
+def named(text: str) -> dict[str, Any]:
+    """What one word names, as ``resolve`` options: a run (``3`` or ``run:3``), else a model file."""
+    if text.isdigit():
+        return {"run": int(text)}
+    if text.startswith("run:") and text[4:].isdigit():
+        return {"run": int(text[4:])}
+    return {"checkpoint": Path(text)}
+
+
+def pin_request(text: str, weights: Path | str | None) -> dict[str, Any] | None:
+    """What ``models --default TEXT`` names, as ``resolve`` options (None for ``auto``): ``run:N``, a model file
+    (a path), else a ready model with its optional local ``weights``."""
+    is_file = bool(Path(text).suffix) or "/" in text
+    if weights is not None and (text == "auto" or text.startswith("run:") or is_file):
+        raise DogbreedError("--weights goes with --default ARCH (the ready model those ImageNet weights are for)")
+    if text == "auto":
+        return None
+    if text.startswith("run:") and text[4:].isdigit():
+        return {"run": int(text[4:])}
+    return {"checkpoint": Path(text)} if is_file else {"model": text, "weights": weights}
 
 
 def resolve(
@@ -226,7 +234,7 @@ def resolve(
         best = best_run(conn)
         if best is not None:
             return from_run(conn, best[0], reason=best[1])
-    from dogbreed.zoo import DEFAULT_READY
+    from dogbreed.models.zoo import DEFAULT_READY
 
     return _with_reason(from_ready(DEFAULT_READY), f"{_why_no_run(conn)}: the default ready ImageNet model")
 
@@ -240,3 +248,30 @@ def _why_no_run(conn: sqlite3.Connection | None) -> str:
         return "no trained model yet"
     more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
     return f"the checkpoint of finished run {gone[0].id} is missing ({gone[0].checkpoint_path}){more}"
+
+
+def training_run(conn: sqlite3.Connection, source: ModelSource) -> run_rows.RunRecord | None:
+    """The training run a model came from, when this store has it (by run id, or by the checkpoint's sha256)."""
+    if source.run_id is not None:
+        return run_rows.get_run(conn, source.run_id)
+    if source.kind == "checkpoint":
+        return run_rows.find_by_checkpoint(conn, source.key)
+    return None
+
+
+def imagenet_overlap(source: ModelSource, run: run_rows.RunRecord | None, meta: object = None) -> bool:
+    """Whether the model's weights come from ImageNet training (a ready model, or trained from ImageNet weights):
+    Stanford Dogs images come from ImageNet, so its scores there are optimistic. Asks the run's parameters when the
+    store has the run, else the checkpoint's own record (``meta``, read when not given)."""
+    if source.kind == "ready":
+        return True
+    if run is not None:
+        params = run.params or {}
+        return bool(params.get("imagenet_overlap", params.get("pretrained") or params.get("weights")))
+    if source.kind != "checkpoint":
+        return False
+    if meta is None:
+        from dogbreed.formats.checkpoint import read_checkpoint
+
+        meta, _, _ = read_checkpoint(source.ref)
+    return bool(meta.metrics.get("imagenet_overlap") or meta.imagenet_head)

@@ -134,7 +134,7 @@ def load_imagenet_model(
     with ``weights_file`` (the same state dict, from disk). Returns (model in eval mode, its description)."""
     import torchvision
 
-    from dogbreed.model import load_state_into, read_weights_file, skeleton
+    from dogbreed.models.weights import load_state_into, read_weights_file, skeleton
 
     info = describe(arch, weights)
     model = skeleton(lambda: torchvision.models.get_model(arch, weights=None))

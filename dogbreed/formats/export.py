@@ -13,18 +13,17 @@ Light module: no torch, no OpenVINO.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dogbreed.errors import DogbreedError
-from dogbreed.imaging import INTERPOLATIONS, Preprocessing
+from dogbreed.formats.classes import check_classes, check_interpolation, check_size, check_stats
+from dogbreed.imaging import Preprocessing
 
 EXPORT_FORMAT = "dogbreed-export"
 EXPORT_VERSION = 1
 META_KEY = "dogbreed"
 MAX_META_BYTES = 1 << 20
-MAX_INPUT_SIZE = 1024
 EXPORT_PRECISIONS = ("fp32", "int8")
 
 
@@ -68,7 +67,7 @@ class ExportMeta:
         if not isinstance(version, int) or isinstance(version, bool) or version > EXPORT_VERSION:
             raise DogbreedError(f"{where} was exported by a newer dogbreed; upgrade dogbreed")
         return cls(
-            classes=_classes(raw.get("classes"), bad),
+            classes=check_classes(raw.get("classes"), bad),
             preprocessing=_preprocessing(raw.get("preprocessing"), bad),
             has_dog=_typed(raw.get("has_dog"), bool, "has_dog", bad),
             precision=_choice(raw.get("precision"), EXPORT_PRECISIONS, "precision", bad),
@@ -106,44 +105,11 @@ def _optional_int(value: Any, name: str, bad) -> int | None:
     return value
 
 
-def _classes(value: Any, bad) -> list[list[str]]:
-    from dogbreed.breeds import BY_WNID
-
-    if not isinstance(value, list) or not 2 <= len(value) <= 1000:
-        raise bad("'classes' must be a list of 2 to 1000 [WordNet id, name] pairs")
-    wnids = []
-    for item in value:
-        if not isinstance(item, (list, tuple)) or len(item) != 2 or not all(isinstance(s, str) for s in item):
-            raise bad("'classes' must be a list of [WordNet id, name] pairs")
-        wnids.append(item[0])
-    if len(set(wnids)) != len(wnids):
-        raise bad("'classes' names a breed twice")
-    unknown = [w for w in wnids if w not in BY_WNID]
-    if unknown:
-        raise bad(f"{unknown[0][:20]!r} in 'classes' is not one of the 120 Stanford breeds")
-    return [[w, BY_WNID[w].name] for w in wnids]
-
-
 def _preprocessing(value: Any, bad) -> Preprocessing:
     if not isinstance(value, dict):
         raise bad("'preprocessing' is missing")
-    sizes = {}
-    for key in ("crop_size", "resize_size"):
-        v = value.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or not 8 <= v <= MAX_INPUT_SIZE:
-            raise bad(f"{key!r} must be a whole number of pixels from 8 to {MAX_INPUT_SIZE}")
-        sizes[key] = v
-    if value.get("interpolation") not in INTERPOLATIONS:
-        raise bad(f"'interpolation' must be one of {', '.join(INTERPOLATIONS)}")
-    stats = {}
-    for key in ("mean", "std"):
-        v = value.get(key)
-        if (
-            not isinstance(v, list)
-            or len(v) != 3
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
-            or (key == "std" and not all(x > 0 for x in v))
-        ):
-            raise bad(f"{key!r} must be three finite numbers" + (" above 0" if key == "std" else ""))
-        stats[key] = tuple(float(x) for x in v)
-    return Preprocessing(sizes["crop_size"], sizes["resize_size"], value["interpolation"], stats["mean"], stats["std"])
+    crop = check_size(value.get("crop_size"), "crop_size", bad)
+    resize = check_size(value.get("resize_size"), "resize_size", bad)
+    interpolation = check_interpolation(value.get("interpolation"), bad)
+    mean, std = check_stats(value["mean"], "mean", bad), check_stats(value["std"], "std", bad)
+    return Preprocessing(crop, resize, interpolation, mean, std)

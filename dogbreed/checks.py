@@ -24,7 +24,7 @@ import numpy as np
 from dogbreed.engines import Choice, Engine, load_engine
 from dogbreed.engines import cpu as cpu_features
 from dogbreed.errors import DogbreedError
-from dogbreed.sources import ModelSource
+from dogbreed.models.sources import ModelSource
 from dogbreed.store.db import database_path
 
 NO_IMAGES_HINT = (
@@ -117,9 +117,9 @@ def _find_dataset(conn: sqlite3.Connection, source: ModelSource, dataset: Path |
             raise DogbreedError(f"--dataset {dataset} is not a usable dataset (no Images/ folder of Stanford breeds)")
         return found
     if source.kind in ("checkpoint", "export"):
-        from dogbreed.evaluate import run_of
+        from dogbreed.models.sources import training_run
 
-        run = run_of(conn, source)
+        run = training_run(conn, source)
         if run is not None:
             return _dataset(Path(run.dataset), run, f"run {run.id}'s dataset {run.dataset}")
         return None
@@ -212,64 +212,67 @@ def _top1(engine: Engine, batch: np.ndarray) -> np.ndarray:
     return np.asarray(engine.predict(batch).probs).argmax(axis=1)
 
 
-def measure(
-    reference: Engine,
-    candidates: list[tuple[Engine, str | None]],
-    images: ImageSet,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> list[CheckResult]:
-    """Top-1 agreement of each (engine, target key) with ``reference`` on ``images``, and accuracies where they
-    are labelled. Images that cannot be decoded are left out."""
+@dataclass
+class _Tops:
+    """The top-1 answers of the reference and of each candidate over the same decoded images."""
+
+    reference: Engine
+    candidates: list[tuple[Engine, str | None]]
+    ref: list[np.ndarray] = field(default_factory=list)
+    cand: list[list[np.ndarray]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    labels: list[str | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.cand = [[] for _ in self.candidates]
+        self.seconds = [0.0] * len(self.candidates)
+
+    def add(self, arrays: list[np.ndarray]) -> None:
+        batch = np.stack(arrays)
+        self.ref.append(_top1(self.reference, batch))
+        for i, (engine, _) in enumerate(self.candidates):
+            start = time.perf_counter()
+            self.cand[i].append(_top1(engine, batch))
+            self.seconds[i] += time.perf_counter() - start
+
+
+def _collect(tops: _Tops, images: ImageSet, on_progress: Callable[[int, int], None] | None) -> None:
+    """Decode every image once and run it through the reference and every candidate, a batch at a time."""
     from dogbreed.imaging import ImageRejected, preprocess
 
-    prep = reference.spec.preprocessing
-    classes = np.array(reference.spec.classes)
-    for engine, _ in candidates:
-        if engine.spec.classes != reference.spec.classes or engine.spec.preprocessing != prep:
-            raise DogbreedError("the model to check does not have the reference model's classes and preprocessing")
-    ref_top: list[np.ndarray] = []
-    cand_top: list[list[np.ndarray]] = [[] for _ in candidates]
-    seconds = [0.0] * len(candidates)
-    labels: list[str | None] = []
+    prep = tops.reference.spec.preprocessing
     arrays: list[np.ndarray] = []
     done = 0
-
-    def flush() -> None:
-        batch = np.stack(arrays)
-        ref_top.append(_top1(reference, batch))
-        for i, (engine, _) in enumerate(candidates):
-            start = time.perf_counter()
-            cand_top[i].append(_top1(engine, batch))
-            seconds[i] += time.perf_counter() - start
-        arrays.clear()
-
     for data, label in zip(images, images.labels):
         done += 1
         try:
             arrays.append(preprocess(data, prep))
-            labels.append(label)
+            tops.labels.append(label)
         except ImageRejected:
             continue
         if len(arrays) == BATCH:
-            flush()
+            tops.add(arrays)
+            arrays.clear()
             if on_progress:
                 on_progress(done, len(images))
     if arrays:
-        flush()
+        tops.add(arrays)
     if on_progress:
         on_progress(done, len(images))
-    if not ref_top:
-        raise DogbreedError(f"none of the {len(images)} held-out images could be decoded ({images.description})")
-    ref = np.concatenate(ref_top)
-    mask = np.array([label is not None for label in labels])
-    truth = np.array([label or "" for label in labels])
+
+
+def _results(tops: _Tops) -> list[CheckResult]:
+    classes = np.array(tops.reference.spec.classes)
+    ref = np.concatenate(tops.ref)
+    mask = np.array([label is not None for label in tops.labels])
+    truth = np.array([label or "" for label in tops.labels])
 
     def accuracy(top: np.ndarray) -> float | None:
         return float((classes[top][mask] == truth[mask]).mean()) if mask.any() else None
 
     results = []
-    for (engine, target), tops, secs in zip(candidates, cand_top, seconds):
-        top = np.concatenate(tops)
+    for (engine, target), parts, secs in zip(tops.candidates, tops.cand, tops.seconds):
+        top = np.concatenate(parts)
         results.append(
             CheckResult(
                 engine.name,
@@ -285,6 +288,24 @@ def measure(
             )
         )
     return results
+
+
+def measure(
+    reference: Engine,
+    candidates: list[tuple[Engine, str | None]],
+    images: ImageSet,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[CheckResult]:
+    """Top-1 agreement of each (engine, target key) with ``reference`` on ``images``, and accuracies where they
+    are labelled. Images that cannot be decoded are left out."""
+    for engine, _ in candidates:
+        if engine.spec.classes != reference.spec.classes or engine.spec.preprocessing != reference.spec.preprocessing:
+            raise DogbreedError("the model to check does not have the reference model's classes and preprocessing")
+    tops = _Tops(reference, candidates)
+    _collect(tops, images, on_progress)
+    if not tops.ref:
+        raise DogbreedError(f"none of the {len(images)} held-out images could be decoded ({images.description})")
+    return _results(tops)
 
 
 def record(conn: sqlite3.Connection, model_key: str, results: list[CheckResult], data: str) -> None:
