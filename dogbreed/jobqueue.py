@@ -28,7 +28,7 @@ from typing import Any
 
 from dogbreed.engines import Choice, engine_class
 from dogbreed.errors import DogbreedError
-from dogbreed.sources import ModelSource
+from dogbreed.models.sources import ModelSource
 from dogbreed.store import jobs as job_rows
 from dogbreed.store.jobs import JobOutcome
 

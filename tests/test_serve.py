@@ -26,8 +26,8 @@ KNOWN = ("n02106166", "n02106030", "n02088364", "n02099601", "n02085620")  # Bor
 
 
 def settings_for(db: Path, checkpoint: Path, **kw):
-    from dogbreed import sources
     from dogbreed.engines import choose
+    from dogbreed.models import sources
     from dogbreed.serve.context import ServeSettings
     from dogbreed.store import open_store
 

@@ -127,10 +127,9 @@ def _check_installed() -> None:
 
 
 def _choose(conn: Any, source: Any, device: str, engine: str, precision: str) -> Any:
-    from dogbreed.engines import choose
-    from dogbreed.store.evaluations import checks_for
+    from dogbreed.engines import choose_for
 
-    return choose(source, device, engine, precision, checks_for(conn, source.key))
+    return choose_for(conn, source, device, engine, precision)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -13,13 +13,13 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
-from dogbreed import __version__
 from dogbreed.errors import DogbreedError
 from dogbreed.jobqueue import Supervisor
 from dogbreed.serve import calls, original, pages
 from dogbreed.serve.auth import Gate
 from dogbreed.serve.context import ServeSettings
 from dogbreed.serve.limits import BodyLimit
+from dogbreed.version import __version__
 
 DESCRIPTION = """The dogbreed store over HTTP: the original dog-breed service's API (same paths, shapes and status
 codes), the calls it lacked (`/api/classify`, labels, records, runs, models, health) and a web page at `/`.

@@ -185,8 +185,8 @@ async def run_curves(request: Request, run_id: Annotated[int, Path(ge=1, le=MAX_
 @router.get("/models", name="models")
 def models(request: Request, ready: bool = Query(True, description="Also list torchvision's ready models.")) -> Any:
     """The model this server predicts with, the store's default for the CLI, trained runs and ready models."""
-    from dogbreed import sources
     from dogbreed.errors import DogbreedError
+    from dogbreed.models import sources
     from dogbreed.store.runs import finished_with_checkpoint
 
     cfg = settings(request)
@@ -205,7 +205,7 @@ def models(request: Request, ready: bool = Query(True, description="Also list to
         ]
     ready_rows = []
     if ready:
-        from dogbreed import zoo
+        from dogbreed.models import zoo
 
         ready_rows = [m.to_dict() for m in zoo.ready_models()]
     return {"serving": serving, "default": default, "runs": runs, "ready_models": ready_rows}

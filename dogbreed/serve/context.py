@@ -15,7 +15,7 @@ from fastapi import Path as PathParam
 from dogbreed.engines import Choice
 from dogbreed.errors import DogbreedError
 from dogbreed.jobqueue import Supervisor
-from dogbreed.sources import ModelSource
+from dogbreed.models.sources import ModelSource
 
 MB = 1024 * 1024
 MAX_ID = 2**63 - 1  # SQLite's largest integer
