@@ -371,3 +371,36 @@ def save_screenshot(driver, url: str | None, name: str) -> None:
         driver.get(url)
     Path(folder).mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(Path(folder) / name))
+
+
+# ---------------------------------------------------------------- a worker that dies is replaced
+
+
+def worker_pids(server_pid: int) -> list[int]:
+    """The server's prediction workers: its children that multiprocessing spawned."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == server_pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_worker_is_replaced_and_the_request_still_answered(tmp_path, checkpoint):
+    db = tmp_path / "kill.db"
+    with Served(db, "--checkpoint", str(checkpoint), "--workers", "1", log=tmp_path / "k.log") as server:
+        (victim,) = worker_pids(server.proc.pid)
+        os.kill(victim, signal.SIGKILL)
+        photo = [("files", ("after.jpg", jpeg_bytes(seed=4711), "image/jpeg"))]
+        answer = httpx.post(f"{server.url}/api/classify", files=photo, timeout=REQUEST_LIMIT_S)
+        assert answer.status_code == 200 and answer.json()["data"][0]["state"] == "SUCCESS", answer.text
+        (replacement,) = worker_pids(server.proc.pid)
+        assert replacement != victim
+        assert httpx.get(f"{server.url}/api/health").json()["restarts"] >= 1
+    assert sql(db, "SELECT status FROM jobs") == [("done",)]
