@@ -40,6 +40,8 @@ FINISHED = ("done", "failed")
 class ServiceStopping(DogbreedError):
     """The service is shutting down (or never started): no new work is taken."""
 
+    status_code = 503  # what an HTTP caller is answered
+
 
 # ---------------------------------------------------------------- worker side (runs in the pool processes)
 

@@ -401,6 +401,22 @@ def test_serve_refuses_other_hosts_without_a_token_in_one_line(cli):
     assert not cli.db.exists() or cli.sql("SELECT COUNT(*) FROM jobs") == [(0,)]
 
 
+def test_serve_says_in_one_line_when_its_port_is_taken_or_its_model_cannot_load(cli, tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("serve", "--port", str(port), expect=1)
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output and len(result.output.splitlines()) == 1
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint at all")
+    result = cli("serve", "--port", "0", "--checkpoint", str(broken), "--workers", "1", expect=1)
+    assert "the model could not be loaded" in result.output and "Traceback" not in result.output
+    assert cli.sql("SELECT COUNT(*) FROM jobs") == [(0,)]
+
+
 def test_oversized_upload_is_refused_before_it_is_stored(tmp_path, five_breeds):
     from dogbreed.serve.app import create_app
 

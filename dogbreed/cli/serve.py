@@ -87,6 +87,7 @@ def serve_cmd(
     check_exposure(host, token)
     if token is not None and len(token) < 16:
         warn("a token shorter than 16 characters is easy to guess; 'openssl rand -hex 16' makes a good one")
+    sock = _listen(host, port)  # a taken port or a bad address is one line before anything is loaded
     conn = open_db(ctx)
     try:
         source = resolve_model(conn, checkpoint, model, weights, run)
@@ -95,7 +96,6 @@ def serve_cmd(
         conn.close()
     if choice.warning:
         warn(choice.warning)
-    sock = _listen(host, port)
     err.print(safe(describe_model(source, choice)), soft_wrap=True)
     err.print("starting the prediction workers (each loads the model once)...", soft_wrap=True)
     from dogbreed.serve.context import MB, ServeSettings
