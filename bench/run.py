@@ -5,7 +5,8 @@ same run (this machine is shared and noisy; fast figures are repeated and the me
 
 Sections: predict end to end vs the raw batched forward; the engines (auto, int8 export, detection forced off,
 `predict --id 1` start-up) against the torch fp32 forward; CLI start-up; upload rate; list paging on a
-100,000-row store; extractor epochs with cached features; predict's peak memory at two store sizes.
+100,000-row store; extractor epochs with cached features; `train --store` twice (the feature cache); predict's
+peak memory at two store sizes; serve.
 """
 
 from __future__ import annotations
@@ -572,6 +573,53 @@ def bench_extractor(work: Path, quick: bool) -> None:
     row("train", "  epoch 1 / later epoch", f"{secs[0] / later:.0f}x", ">= 100x")
 
 
+def _labelled_photos(home: Path, per_breed: int) -> dict[str, Path]:
+    """Five 'breeds' of 500x375 photos (a colour and stripe pattern each, jittered per photo): three of the
+    user's own, two of Stanford's."""
+    import random
+
+    from dogbreed.datasets.synthetic import _picture
+
+    rng = random.Random(0)
+    folders = {}
+    for slot, name in enumerate(["Shiba Inu", "Australian shepherd", "Labradoodle", "beagle", "golden retriever"]):
+        folder = home / "photos" / str(slot)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_breed):
+            _picture(slot, 5, (500, 375), rng).save(folder / f"{i:04d}.jpg", quality=85)
+        folders[name] = folder
+    return folders
+
+
+def bench_store(work: Path, quick: bool) -> None:
+    """train --store on labelled photos from an ImageNet-layout backbone in extractor mode: the first run computes
+    the backbone features, the second reads them back from the feature cache."""
+    import torch
+    import torchvision
+
+    home = work / "store"
+    per_breed = 30 if quick else 60
+    for name, folder in _labelled_photos(home, per_breed).items():
+        if name[0].isupper():
+            dogbreed(home, "breeds", "add", name)
+        dogbreed(home, "upload", str(folder), "-g", name, "-q")
+    weights = home / "resnet18-imagenet-layout.pth"  # offline stand-in for torchvision's ImageNet weights: same cost
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    args = ["train", "--store", "--weights", str(weights), "--epochs", "10", "--loader-workers", "0", "--json"]
+    first, _ = dogbreed(home, *args)
+    second, proc = dogbreed(home, *args)
+    n = 5 * per_breed
+    conn = sqlite3.connect(home / "dogbreed.db")
+    epoch1 = dict(conn.execute("SELECT run_id, seconds FROM epochs WHERE epoch = 1"))
+    conn.close()
+    row("store", f"train --store, {n} photos, 5 breeds, extractor, 10 epochs: first run (wall)", f"{first:.1f} s")
+    row("store", "  the same again, features read from the cache (wall)", f"{second:.1f} s", f"{first / second:.1f}x")
+    row("store", "  epoch 1: backbone features computed (first run)", f"{epoch1[1]:.1f} s")
+    row("store", "  epoch 1: features read back (second run)", f"{epoch1[2]:.1f} s", f"{epoch1[1] / epoch1[2]:.1f}x")
+    acc = json.loads(proc.stdout)["test"]["accuracy"]
+    row("store", "  test accuracy (backbone weights random here: says only that it runs)", f"{acc:.0%}")
+
+
 # ---------------------------------------------------------------- 6. predict peak memory
 
 
@@ -738,6 +786,7 @@ SECTIONS = {
     "upload": bench_upload,
     "list": bench_list,
     "train": bench_extractor,
+    "store": bench_store,
     "precision": bench_precision,
     "memory": bench_memory,
     "serve": bench_serve,
