@@ -303,6 +303,7 @@ def print_train_summary(result: Any) -> None:
         out.print(f"run {result.run_id} interrupted after epoch {len(result.epochs)}{safe(kept)}", soft_wrap=True)
         return
     t = result.test
+    names = t.get("class_names")
     rows = [
         ("precision", result.precision),
         *([("resumed after epoch", result.resumed_after)] if result.resumed_after else []),
@@ -320,7 +321,7 @@ def print_train_summary(result: Any) -> None:
         note(IMAGENET_CAVEAT)
     if t["most_confused"]:
         pairs = ", ".join(
-            f"{display_name(p['true'])} -> {display_name(p['predicted'])} ({p['count']})"
+            f"{display_name(p['true'], names)} -> {display_name(p['predicted'], names)} ({p['count']})"
             for p in t["most_confused"][:5]
         )
         out.print(f"most confused: {safe(pairs)}", soft_wrap=True)
