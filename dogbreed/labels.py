@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from dogbreed.breeds import Breed, Vocabulary, check_note, check_own_name
 from dogbreed.errors import DogbreedError
@@ -24,6 +25,20 @@ def vocabulary(conn: sqlite3.Connection | None) -> Vocabulary:
 def resolve(conn: sqlite3.Connection | None, text: str) -> Breed:
     """The breed ``text`` names in this store's vocabulary (exactly, or a unique prefix or word match)."""
     return vocabulary(conn).resolve(text)
+
+
+def resolve_at(db: Path, text: str) -> Breed:
+    """``resolve`` in the store at ``db``, which a store that does not exist yet is never created for (it has no
+    breeds of its own): a wrong name is refused before anything is written."""
+    from dogbreed.store import open_store
+
+    if not Path(db).exists():
+        return vocabulary(None).resolve(text)
+    conn = open_store(db)
+    try:
+        return resolve(conn, text)
+    finally:
+        conn.close()
 
 
 def add_breed(conn: sqlite3.Connection, name: str, note: str | None = None) -> Breed:

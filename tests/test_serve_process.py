@@ -320,10 +320,10 @@ def chromium(profile: Path):
 
 
 def test_browser_uploads_a_photo_sees_its_breed_and_corrects_its_label(tmp_path, tmp_path_factory):
-    from dogbreed.synthetic import make_synthetic
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
+    from dogbreed.datasets.synthetic import make_synthetic
     from tests.tiny_model import tiny_model
 
     model = tiny_model(tmp_path_factory.getbasetemp())  # trained on 4 synthetic breeds: it knows the answers

@@ -89,6 +89,11 @@ def _usable_name(folder: Path) -> str:
 
 def _index(root: Path, classes: dict[str, tuple[Breed, list[Path]]]) -> DatasetIndex:
     ordered = sorted(classes.values(), key=lambda bf: (bf[0].own, bf[0].index if not bf[0].own else 0))
+    if not ordered:
+        raise DogbreedError(
+            f"no Images/ folder (Stanford's layout) and no class folders with pictures (DIR/<breed>/*.jpg) in {root}; "
+            f"fetch the dataset with 'dogbreed dataset download --dataset {root}' or point --dataset at one"
+        )
     if len(ordered) < 2:
         raise DogbreedError(f"{root} holds {len(ordered)} class folder(s) with pictures; training needs at least 2")
     samples = [
