@@ -270,7 +270,7 @@ class Store:
         request = predict.PredictRequest(
             paths=[str(p) for p in paths], image_ids=list(ids), every=every, pending=pending, source=source, **options
         )
-        return predict.run(self.path, request)
+        return predict.predict_images(self.path, request)
 
     def session(self) -> Any:
         """A read-only SQLModel session for typed queries (see ``dogbreed.store.tables``)."""

@@ -196,7 +196,7 @@ def _loader_workers(requested: int | None, n: int, batch: int) -> int:
     return 0 if n <= 2 * batch else min(4, max(1, (os.cpu_count() or 2) - 1))
 
 
-def run(
+def evaluate_model(
     db_path: Path,
     request: EvalRequest,
     on_progress: Callable[[int, int], None] | None = None,

@@ -128,7 +128,7 @@ def eval_cmd(
             if fmt == "table" and not quiet:
                 err.print(safe(text), soft_wrap=True)
 
-        outcome = evaluate.run(db_path(ctx), request, on_progress=on_progress, on_stage=on_stage)
+        outcome = evaluate.evaluate_model(db_path(ctx), request, on_progress=on_progress, on_stage=on_stage)
     if outcome.choice.warning:
         warn(outcome.choice.warning)
     for text in outcome.notes:
