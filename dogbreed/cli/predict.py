@@ -176,7 +176,9 @@ def predict_cmd(
     )
     with _Progress(fmt, quiet) as progress:
         try:
-            outcome = predict.predict_images(db_path(ctx), request, on_progress=progress.advance, on_start=progress.start)
+            outcome = predict.predict_images(
+                db_path(ctx), request, on_progress=progress.advance, on_start=progress.start
+            )
         except KeyboardInterrupt:
             again = "" if source.reason else f" {source.as_options()}"
             err.print(
