@@ -176,7 +176,9 @@ def predict_cmd(
     )
     with _Progress(fmt, quiet) as progress:
         try:
-            outcome = predict.run(db_path(ctx), request, on_progress=progress.advance, on_start=progress.start)
+            outcome = predict.predict_images(
+                db_path(ctx), request, on_progress=progress.advance, on_start=progress.start
+            )
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: the jobs in flight were handed back
             from dogbreed.procs import stop_exit_code, stop_signal_name
 

@@ -135,11 +135,11 @@ def _check_is_ours(path: Path) -> None:
         raise DogbreedError(f"store path {path} is not a regular file; point --db or DOGBREED_DB at a .db file")
     if st.st_size == 0:
         return
-    # The file is read through SQLite only, never with open()/close(): closing any descriptor of a database file
-    # drops every POSIX lock this process holds on it, so another process closing its last connection would
-    # delete the WAL (and the transactions in it) under this process's open connections.
+    # Never open() the file ourselves: closing any descriptor of a database drops every POSIX lock this process
+    # holds on it, including those of its other SQLite connections (a server, the Python API, the test runner),
+    # and another process may then checkpoint and delete the WAL under them. SQLite itself reads the header.
     # immutable: no lock and no -wal/-shm files created beside someone else's file; only when a -wal exists (a
-    # database in use) is it read the ordinary way, so that tables still in that log are seen
+    # database in use) is it read the ordinary way, so that tables still in that log are seen.
     in_use = Path(f"{path}-wal").exists()
     try:
         probe = sqlite3.connect(_uri(path, "ro", immutable=not in_use), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
