@@ -220,7 +220,7 @@ def test_a_model_replaced_between_choosing_and_loading_stores_nothing(home, tmp_
     swap(Path(path), models["B"], "rewritten")
     picture = write(tmp_path / "dog.jpg", jpeg_bytes())
     with pytest.raises(ModelChanged, match=CHANGED):
-        predict.run(db, predict.PredictRequest(paths=[str(picture)], source=source, workers=0))
+        predict.predict_images(db, predict.PredictRequest(paths=[str(picture)], source=source, workers=0))
     import sqlite3
 
     conn = sqlite3.connect(db)
