@@ -21,6 +21,7 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     plt.rcParams["text.parse_math"] = False  # a '$' in a file name is a dollar sign, not mathtext
+    plt.rcParams["svg.fonttype"] = "none"  # SVG text stays text: selectable, searchable, smaller
     return plt
 
 

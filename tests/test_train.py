@@ -5,15 +5,16 @@ from pathlib import Path
 import pytest
 
 from dogbreed.datasets.synthetic import make_synthetic
+from tests.conftest import photo_like_dataset
 
 TINY = ["--no-pretrained", "--image-size", "32", "--batch", "16", "--workers", "0"]
 
 
 @pytest.fixture(scope="module")
 def learnable(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "synthetic"
-    make_synthetic(root, breeds=4, per_class=24, size=(48, 36), lists=True, seed=1)
-    return root
+    """Stands in for photos (no synthetic marker), so its runs become the default model."""
+    root = tmp_path_factory.mktemp("data") / "photos"
+    return photo_like_dataset(root, breeds=4, per_class=24, size=(48, 36), lists=True, seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import typer
 
 from dogbreed.cli import app
 from dogbreed.cli.common import (
+    SYNTHETIC_NOTE,
     BatchSizeOpt,
     CheckpointOpt,
     Column,
@@ -49,8 +50,11 @@ def resolve_model(conn: Any, checkpoint: Path | None, model: str | None, weights
 
 
 def describe_model(source: Any, choice: Any) -> str:
+    """The model line: which model, whether it learnt from synthetic data, why it was chosen and how to change the
+    default (for a default), and where it runs."""
+    data = f", {SYNTHETIC_NOTE}" if source.synthetic else ""
     why = f" ({source.reason})" if source.reason else ""
-    return f"model: {source.name}{why}; {choice.engine} {choice.precision} on {choice.device}"
+    return f"model: {source.name}{data}{why}; {choice.engine} {choice.precision} on {choice.device}"
 
 
 def result_json(r: Any, outcome: Any, top_k: int) -> dict[str, Any]:
@@ -253,6 +257,7 @@ def _summary_json(outcome: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
         "model_key": outcome.source.key,
         "model_ref": outcome.source.ref,
         "reason": outcome.source.reason or None,
+        "synthetic": outcome.source.synthetic,
         "device": outcome.choice.device,
         "engine": outcome.choice.engine,
         "precision": outcome.choice.precision,
@@ -392,6 +397,7 @@ def view_cmd(
     the image id, file name and model, and a mark when the photo is probably not a dog.
     """
     from dogbreed import labels, viz
+    from dogbreed.models.sources import learnt_from_synthetic
     from dogbreed.store import images, predictions
 
     conn = open_db(ctx)
@@ -421,7 +427,8 @@ def view_cmd(
         image.ground_truth,
         target,
         heading=f"image {image_id}: {clean(image.filename)}",
-        model=f"{clean(pred.model)} on {clean(pred.device)}, {when(pred.created_at)}",
+        model=f"{clean(pred.model)} on {clean(pred.device)}, {when(pred.created_at)}"
+        + (f"\n{SYNTHETIC_NOTE}" if learnt_from_synthetic(conn, pred.model_key) else ""),
         dog_probability=pred.dog_probability,
         ground_truth_name=labels.vocabulary(conn).name(image.ground_truth) or None,
     )

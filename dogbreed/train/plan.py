@@ -143,8 +143,9 @@ def plan_resumed(state: dict, config: TrainConfig, classes: list[list[str]]) -> 
     return Plan(meta["arch"], meta["mode"], prep, bool(meta["imagenet_head"]), overlap)
 
 
-def checkpoint_meta(plan: Plan, classes: list[list[str]]) -> CheckpointMeta:
-    """What the run's checkpoints say about the model: architecture, mode, breeds, preprocessing."""
+def checkpoint_meta(plan: Plan, classes: list[list[str]], synthetic: bool = False) -> CheckpointMeta:
+    """What the run's checkpoints say about the model: architecture, mode, breeds, preprocessing, and whether it
+    learnt from a synthetic dataset."""
     prep = plan.prep
     return CheckpointMeta(
         plan.arch,
@@ -155,7 +156,7 @@ def checkpoint_meta(plan: Plan, classes: list[list[str]]) -> CheckpointMeta:
         std=list(prep.std),
         resize_size=prep.resize_size,
         interpolation=prep.interpolation,
-        metrics={"imagenet_overlap": plan.imagenet_overlap},
+        metrics={"imagenet_overlap": plan.imagenet_overlap, "synthetic": synthetic},
     )
 
 

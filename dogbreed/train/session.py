@@ -247,7 +247,7 @@ class Session:
 
     def _open_run(self) -> None:
         config, chosen, ctx = self.config, self.plan, self.ctx
-        self.record = RunRecorder(config, ctx, plan.checkpoint_meta(chosen, self.classes))
+        self.record = RunRecorder(config, ctx, plan.checkpoint_meta(chosen, self.classes, self.data.synthetic))
         params = {
             **config.params(),
             "model": chosen.arch,
@@ -266,6 +266,7 @@ class Session:
             "precision": self.precision.name,
             "init_from": chosen.init_from,
             "classes": [key for key, _ in self.classes],
+            "synthetic": self.data.synthetic,
         }
         self.record.open(self.db_path, self.resume_id, values)
         self.record.result.precision = self.precision.name
