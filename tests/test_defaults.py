@@ -90,3 +90,37 @@ def test_runs_recorded_before_the_marker_was_stored_are_judged_by_their_dataset_
     (data / "README.txt").write_text("my photos\n")
     assert sources.best_run(conn)[0] == run
     conn.close()
+
+
+# ---------------------------------------------------------------- no frozen random backbone by accident
+
+
+def test_no_pretrained_trains_the_whole_network_and_says_so_and_a_random_frozen_backbone_must_be_asked_for(
+    cli, tmp_path
+):
+    from dogbreed.api import train  # dogbreed.train is shadowed by the dogbreed.train package once it is imported
+    from dogbreed.errors import DogbreedError
+
+    data = tmp_path / "synthetic"
+    make_synthetic(data, breeds=3, per_class=12, size=(48, 36), seed=4)
+    refused = cli("train", "--dataset", data, "--extractor", *TINY, expect=1)
+    assert len(refused.stderr.strip().splitlines()) == 1 and "frozen RANDOM backbone" in refused.stderr
+    assert "--random-backbone" in refused.stderr and "Traceback" not in refused.output
+    assert cli.sql("SELECT COUNT(*) FROM runs") == [(0,)]  # refused before anything was recorded
+
+    implied = cli("train", "--dataset", data, *TINY)
+    assert "--no-pretrained: training the whole network (--finetune)" in " ".join(implied.stderr.split())
+    assert cli.json("stats")["runs"][0]["mode"] == "finetune"
+
+    asked = cli.json("train", "--dataset", data, "--random-backbone", *TINY[1:])
+    run = cli.json("stats", asked["run_id"])
+    assert run["mode"] == "extractor" and run["params"]["random_backbone"] is True
+    assert run["params"]["imagenet_overlap"] is False  # no ImageNet weights were read
+    conflict = cli("train", "--dataset", data, "--random-backbone", "--finetune", *TINY[1:], expect=1)
+    assert "--random-backbone means extractor mode" in conflict.stderr
+
+    # the Python API keeps the same rule
+    with pytest.raises(DogbreedError, match="frozen RANDOM backbone"):
+        train(data, db=cli.db, mode="extractor", pretrained=False, epochs=1, image_size=32, workers=0)
+    result = train(data, db=cli.db, pretrained=False, epochs=1, image_size=32, batch=16, workers=0)
+    assert result.status == "finished" and cli.json("stats", result.run_id)["mode"] == "finetune"

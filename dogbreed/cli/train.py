@@ -119,6 +119,7 @@ def command_line(ctx: typer.Context, leave_out: set[str]) -> list[str]:
         "dogbreed train --resume 7   # continue run 7",
         "dogbreed train --from 7 --finetune --epochs 20   # a new run from run 7's weights",
         "dogbreed train --dataset ~/data/stanford-dogs --nproc 4   # 4 GPUs",
+        "dogbreed dataset synthetic && dogbreed train --no-pretrained --image-size 64   # offline: implies --finetune",
     ),
 )
 def train_cmd(
@@ -130,7 +131,8 @@ def train_cmd(
     finetune: bool | None = typer.Option(
         None,
         "--finetune/--extractor",
-        help="Train the whole network, or only a head on a frozen backbone (default: extractor, or --from's).",
+        help="Train the whole network, or only a head on a frozen backbone (default: extractor on ImageNet weights, "
+        "finetune with --no-pretrained, or --from's).",
     ),
     epochs: int = typer.Option(10, "--epochs", "-e", min=1, max=10_000, help="Epochs."),
     batch_size: BatchSizeOpt = 64,
@@ -141,6 +143,11 @@ def train_cmd(
     ),
     pretrained: bool = typer.Option(
         True, "--pretrained/--no-pretrained", help="Start from torchvision's ImageNet weights."
+    ),
+    random_backbone: bool = typer.Option(
+        False,
+        "--random-backbone",
+        help="Extractor mode on a frozen RANDOM backbone, on purpose (tests, experiments); refused otherwise.",
     ),
     weights: Path | None = typer.Option(None, "--weights", help="Backbone weights file (a torchvision state dict)."),
     init_from: str | None = typer.Option(
@@ -245,12 +252,13 @@ def _train(ctx: typer.Context, o: dict[str, Any], listener: Any) -> Any:
         dataset=paths.dataset,
         checkpoints_dir=paths.checkpoints,
         model=o["model"] if o["model"] is not None or init_from is not None else "ResNet",
-        mode=None if finetune is None and init_from is not None else ("finetune" if finetune else "extractor"),
+        mode=_mode(finetune, o["random_backbone"]),
         epochs=o["epochs"],
         batch=o["batch_size"],
         lr=o["lr"],
         image_size=o["image_size"],
-        pretrained=o["pretrained"],
+        pretrained=o["pretrained"] and not (o["random_backbone"] and "pretrained" not in given_options(ctx)),
+        random_backbone=o["random_backbone"],
         weights=o["weights"],
         device=o["device"],
         workers=o["loader_workers"],
@@ -264,6 +272,14 @@ def _train(ctx: typer.Context, o: dict[str, Any], listener: Any) -> Any:
         tensorboard=o["tensorboard"],
     )
     return train(config, paths.db, listener)
+
+
+def _mode(finetune: bool | None, random_backbone: bool) -> str | None:
+    """The mode asked for; None leaves it to the plan (extractor on ImageNet weights, finetune without them, a warm
+    start's own)."""
+    if finetune is None:
+        return "extractor" if random_backbone else None
+    return "finetune" if finetune else "extractor"
 
 
 def _print_result(result: Any, as_json: bool) -> None:

@@ -19,7 +19,7 @@ class TrainConfig:
     dataset: Path
     checkpoints_dir: Path
     model: str | None = "ResNet"  # None: the warm-start source's architecture (else ResNet)
-    mode: str | None = "extractor"  # None: the warm-start source's mode (else extractor)
+    mode: str | None = None  # None: extractor on ImageNet weights, finetune without them (warm start: its source's)
     epochs: int = 10
     batch: int = 64
     lr: float = 1e-3
@@ -37,6 +37,7 @@ class TrainConfig:
     precision: str = "auto"
     init_from: str | None = None  # warm start: a run id or a dogbreed checkpoint path
     tensorboard: Path | None = None
+    random_backbone: bool = False  # extractor mode on a frozen RANDOM backbone, on purpose (tests, experiments)
 
     def params(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -52,8 +53,8 @@ class TrainConfig:
                 values[key] = Path(values[key])
         return cls(**values)
 
-    def check(self) -> None:
-        """A one-line error for a setting no run can start with."""
+    def check(self, fresh: bool = True) -> None:
+        """A one-line error for a setting no run can start with (``fresh``: a new run, not a resumed one)."""
         if self.epochs < 1:
             raise DogbreedError("--epochs must be at least 1")
         if not math.isfinite(self.lr) or self.lr <= 0:
@@ -64,6 +65,24 @@ class TrainConfig:
             raise DogbreedError("--image-size must be from 16 to 1024 pixels")
         if self.init_from is not None and self.weights is not None:
             raise DogbreedError("--from already gives the starting weights; drop --weights")
+        if fresh:
+            self._check_backbone()
+
+    def _check_backbone(self) -> None:
+        """A head on a frozen backbone that never saw ImageNet learns next to nothing from photos: refused unless
+        asked for by name (``random_backbone``)."""
+        random = not self.pretrained and self.weights is None and self.init_from is None
+        if self.random_backbone:
+            if self.mode == "finetune" or self.init_from is not None or self.weights is not None or self.pretrained:
+                raise DogbreedError(
+                    "--random-backbone means extractor mode on a frozen random backbone: drop --finetune, "
+                    "--pretrained, --weights and --from with it"
+                )
+        elif random and self.mode == "extractor":
+            raise DogbreedError(
+                "--extractor with --no-pretrained would train a head on a frozen RANDOM backbone (near chance on "
+                "photos): use --finetune, drop --no-pretrained, or pass --random-backbone if that is what you want"
+            )
 
 
 class Listener:

@@ -188,7 +188,7 @@ class Session:
     def _prepare(self) -> None:
         """Everything up to the opened run record: settings checked, seeds, device, precision, data, model."""
         config, ctx = self.config, self.ctx
-        config.check()
+        config.check(fresh=self.resume_id is None)
         config.dataset = Path(config.dataset).expanduser().resolve()  # the record must find it from anywhere
         if config.tensorboard is not None:
             check_tensorboard()
@@ -327,6 +327,8 @@ class Session:
             f"{prep.resize_size}, {prep.interpolation}){start}{resumed}"
         )
         self.listener.stage(f"precision: {amp.note}")
+        if chosen.explained:
+            self.listener.stage(chosen.explained)
         if chosen.imagenet_overlap:
             from dogbreed.models.zoo import IMAGENET_CAVEAT
 
