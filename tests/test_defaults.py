@@ -124,3 +124,35 @@ def test_no_pretrained_trains_the_whole_network_and_says_so_and_a_random_frozen_
         train(data, db=cli.db, mode="extractor", pretrained=False, epochs=1, image_size=32, workers=0)
     result = train(data, db=cli.db, pretrained=False, epochs=1, image_size=32, batch=16, workers=0)
     assert result.status == "finished" and cli.json("stats", result.run_id)["mode"] == "finetune"
+
+
+# ---------------------------------------------------------------- one meaning for the numbers
+
+
+def test_breed_figures_are_among_breeds_and_the_dog_figure_is_of_a_dog_at_all_and_every_output_says_so(
+    cli, tmp_path, teapot_weights
+):
+    photo = write(tmp_path / "teapot.jpg", jpeg_bytes(seed=9))
+    model = ["-m", "resnet18", "--weights", teapot_weights]
+    out = cli.json("predict", photo, *model, "--top-k", "120")
+    result = out["results"][0]
+    top = result["top"]
+    assert all(t["probability_among_breeds"] == t["probability"] for t in top)  # old key kept, new one says it
+    assert sum(t["probability"] for t in top) == pytest.approx(1.0, abs=1e-4)  # renormalised over the breeds
+    assert result["dog_probability"] < 0.5 and result["not_a_dog"] is True  # a teapot: no dog at all
+
+    table = " ".join(cli("predict", "--all", *model).stdout.split())
+    assert "among breeds" in table and "dog at all" in table and "NOT A DOG?" in table
+    assert "breed %: among the model's breeds; dog at all: that it shows a dog" in table
+    listing = " ".join(cli("list").stdout.split())
+    assert "among breeds" in listing and "dog at all" in listing
+    assert cli.json("list")[0]["top1_prob_among_breeds"] == cli.json("list")[0]["top1_prob"]
+    shown = " ".join(cli("show", 1).stdout.split())
+    assert "among breeds" in shown and "probably NOT a dog: dog at all" in shown
+    assert "the breed % above are among the breeds the model knows, if it shows one" in shown
+    first = cli.json("show", 1)["predictions"][0]["top"][0]
+    assert first["probability_among_breeds"] == first["probability"]
+    cli("view", 1, "--output", tmp_path / "view.svg")
+    svg = (tmp_path / "view.svg").read_text()
+    assert "among breeds" in svg and "probability among the breeds the model knows" in svg
+    assert "probably NOT a dog" in svg and "a dog at all:" in svg

@@ -62,6 +62,8 @@ def when(timestamp: str | None) -> str:
 
 
 SYNTHETIC_NOTE = "trained on SYNTHETIC data (stripe patterns, not photos)"
+# What the two kinds of figure mean (see store.predictions): printed under every table that shows both.
+NUMBERS_LEGEND = "breed %: among the model's breeds; dog at all: that it shows a dog"
 
 
 def percent(p: float | None, digits: int = 1) -> str:
@@ -159,6 +161,7 @@ def emit(
     title: str | None = None,
     empty: str | None = None,
     json_rows: Iterable[dict[str, Any]] | None = None,
+    caption: str | None = None,
 ) -> None:
     """Print a listing as a Rich table, JSON (a list), CSV (the columns' keys as the header) or newline-delimited
     JSON. ``json_rows`` (default: ``rows``) is what JSON and NL print, when they carry more than the table."""
@@ -180,7 +183,7 @@ def emit(
             out.print(safe(title))
         out.print(safe(empty))
         return
-    out.print(fitted_table(rows, [c for c in columns if c.table], title, out.width))
+    out.print(fitted_table(rows, [c for c in columns if c.table], title, out.width, caption))
 
 
 def _cell_text(column: Column, row: dict[str, Any]) -> str:
@@ -191,14 +194,16 @@ def _cell_text(column: Column, row: dict[str, Any]) -> str:
 FOLD_MIN = 10  # a folding column (paths, names) keeps at least this many characters a line
 
 
-def fitted_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], title: str | None, width: int) -> Table:
+def fitted_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[Column], title: str | None, width: int, caption: str | None = None
+) -> Table:
     """The listing as a Rich table that fits ``width`` without cutting a value short: as it is when it fits;
     else a compact frame, headers wrapped at their spaces, long values (paths, names) folded, and, only if still
     needed, the columns marked droppable left out (named in the caption). Important columns are never cut."""
     cells = [[_cell_text(c, row) for c in columns] for row in rows]
     natural = [max([cell_len(c.header), *(cell_len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     if sum(natural) + 3 * len(columns) + 1 <= width:  # Rich's own frame: 3 characters a column, and one
-        table = Table(title=title)
+        table = Table(title=title, caption=caption)
         for c in columns:
             table.add_column(c.header, justify=c.justify, overflow="fold" if c.fold else "ellipsis")
         for r in cells:
@@ -212,10 +217,10 @@ def fitted_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column], titl
             break
         keep.remove(max(droppable, key=lambda i: (columns[i].drop, i)))
     left_out = [columns[i].header for i in range(len(columns)) if i not in keep]
-    caption = f"hidden at {width} columns: {', '.join(left_out)}; --csv shows every column"
+    hidden = f"hidden at {width} columns: {', '.join(left_out)}; --csv shows every column" if left_out else None
     table = Table(
         title=title,
-        caption=caption if left_out else None,
+        caption="\n".join(text for text in (caption, hidden) if text) or None,
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,

@@ -8,6 +8,7 @@ import typer
 
 from dogbreed.cli import app
 from dogbreed.cli.common import (
+    NUMBERS_LEGEND,
     CheckpointOpt,
     Column,
     CsvOpt,
@@ -147,11 +148,11 @@ LIST_COLUMNS = [
     Column("id", "id", justify="right"),
     Column("filename", "filename", fold=True),
     Column("ground_truth_name", "ground truth"),
-    Column("top1_name", "top-1"),
-    Column("top1_prob", "p", percent, justify="right"),
-    Column("dog_probability", "dog", dog_mark, justify="right"),
-    Column("model_name", "model", fold=True),
-    Column("created_at", "uploaded", when),
+    Column("top1_name", "breed"),
+    Column("top1_prob", "among breeds", percent, justify="right"),
+    Column("dog_probability", "dog at all", dog_mark, justify="right"),
+    Column("model_name", "model", fold=True, drop=1),
+    Column("created_at", "uploaded", when, drop=2),
 ]
 
 
@@ -214,12 +215,14 @@ def list_cmd(
         row = item.to_dict()
         row["ground_truth_name"] = vocabulary.name(item.ground_truth) or None
         row["top1_name"] = vocabulary.name(item.top1) or None
+        row["top1_prob_among_breeds"] = item.top1_prob  # the same figure, named for what it is
         row["not_a_dog"] = not_a_dog(item.dog_probability)
         rows.append(row)
     filtered = only.breed or unlabelled or only.by_prediction
     first_page = offset == 0 and after is None and not filtered
     empty = "no images yet: add some with 'dogbreed upload PATH'" if first_page else "no (more) images"
-    emit(rows, LIST_COLUMNS, fmt, title="images", empty=empty)
+    legend = NUMBERS_LEGEND if any(r["top1"] for r in rows) else None
+    emit(rows, LIST_COLUMNS, fmt, title="images", empty=empty, caption=legend)
 
 
 def resolve_model_key(conn: Any, checkpoint: Any, model: Any, weights: Any, run: Any) -> str:
@@ -273,16 +276,21 @@ def print_prediction(pred: Any, k: int) -> None:
 
     how = " ".join(x for x in (pred.engine, pred.precision) if x)
     title = f"{safe(pred.model)} on {safe(pred.device)}{' ' + how if how else ''}, {when(pred.created_at)}"
-    table = Table("rank", "breed", "probability", title=title)
+    table = Table("rank", "breed", "among breeds", title=title)
     for rank, score in enumerate(pred.top(k), 1):
         table.add_row(str(rank), cell(score.breed), f"{score.probability:.2%}")
     out.print(table)
-    if pred.dog_probability is None:
-        out.print("dog probability: unknown (this model cannot tell whether a photo shows a dog)")
-    elif pred.dog_probability < DOG_THRESHOLD:
-        out.print(f"[bold red]probably NOT a dog[/bold red]: dog probability {pred.dog_probability:.1%}")
-    else:
-        out.print(f"dog probability: {pred.dog_probability:.1%}")
+    out.print(dog_line(pred.dog_probability), soft_wrap=True)
+
+
+def dog_line(p: float | None) -> str:
+    """What ``show`` says under the breed table: the dog figure, and how it relates to the breed figures."""
+    if p is None:
+        return "dog at all: unknown (this model cannot tell whether a photo shows a dog); breed % are among its breeds"
+    among = "the breed % above are among the breeds the model knows"
+    if p < DOG_THRESHOLD:
+        return f"[bold red]probably NOT a dog[/bold red]: dog at all {p:.1%}; {among}, if it shows one"
+    return f"dog at all: {p:.1%}; {among}"
 
 
 # ---------------------------------------------------------------- delete

@@ -10,6 +10,7 @@ import typer
 
 from dogbreed.cli import app
 from dogbreed.cli.common import (
+    NUMBERS_LEGEND,
     SYNTHETIC_NOTE,
     BatchSizeOpt,
     CheckpointOpt,
@@ -65,7 +66,7 @@ def result_json(r: Any, outcome: Any, top_k: int) -> dict[str, Any]:
         "filename": r.filename,
         "status": r.status,
         "error": r.error,
-        "top": [s.__dict__ for s in pred.top(top_k)] if pred else [],
+        "top": [s.to_dict() for s in pred.top(top_k)] if pred else [],
         "dog_probability": pred.dog_probability if pred else None,
         "not_a_dog": not_a_dog(pred.dog_probability) if pred else None,
         "model": outcome.source.name,
@@ -95,10 +96,10 @@ RESULT_FIELDS = (  # the keys of result_json, in order: CSV's header even when t
 RESULT_COLUMNS = [
     Column("image_id", "image", justify="right"),
     Column("filename", "file", fold=True),
-    Column("top1", "top-1"),
-    Column("top1_probability", "p", percent, justify="right"),
-    Column("others", "runners-up", fold=True),
-    Column("dog_probability", "dog", dog_mark, justify="right", missing="?"),
+    Column("top1", "breed"),
+    Column("top1_probability", "among breeds", percent, justify="right"),
+    Column("others", "runners-up (among breeds)", fold=True, drop=1),
+    Column("dog_probability", "dog at all", dog_mark, justify="right", missing="?"),
 ]
 
 
@@ -243,7 +244,8 @@ def _render(outcome: Any, fmt: str, top_k: int, quiet: bool, background: bool) -
             print_json(_summary_json(outcome, items))
         elif fmt == "table":
             if not quiet and items:
-                emit([_table_row(i) for i in items], RESULT_COLUMNS, "table", title="predictions")
+                rows = [_table_row(i) for i in items]
+                emit(rows, RESULT_COLUMNS, "table", title="predictions", caption=NUMBERS_LEGEND)
             out.print(_summary_line(outcome), soft_wrap=True)
         else:
             emit(items, [Column(k, k) for k in RESULT_FIELDS], fmt)
