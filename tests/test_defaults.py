@@ -156,3 +156,84 @@ def test_breed_figures_are_among_breeds_and_the_dog_figure_is_of_a_dog_at_all_an
     svg = (tmp_path / "view.svg").read_text()
     assert "among breeds" in svg and "probability among the breeds the model knows" in svg
     assert "probably NOT a dog" in svg and "a dog at all:" in svg
+
+
+# ---------------------------------------------------------------- fast by default
+
+
+def test_after_a_plain_train_predict_at_auto_runs_a_faster_engine_that_agrees_with_fp32_with_no_other_command(
+    cli, home, tmp_path, monkeypatch
+):
+    from dogbreed.datasets import open_dataset
+    from dogbreed.engines import cpu
+
+    data = tmp_path / "synthetic"
+    make_synthetic(data, breeds=4, per_class=100, size=(48, 36), seed=6)  # 100 test images: the guard's minimum
+    trained = cli.json("train", "--dataset", data, "--no-pretrained", "--image-size", "32", "--epochs", "3",
+                       "--batch-size", "32", "--loader-workers", "0")
+    run = trained["run_id"]
+    assert trained["checked_on"] == f"100 of 100 images of the test split of run {run}'s dataset"
+    assert {c["n"] for c in trained["checks"]} == {100} and trained["auto_engine"] != "torch fp32"
+    assert cli.sql("SELECT DISTINCT data FROM engine_checks") == [(trained["checked_on"],)]  # recorded, with which
+    converted = list((home / "cache" / "openvino").glob("*/model.xml"))
+    assert len(converted) == 1  # converted once, by train: predict starts from the cache
+    stamp = converted[0].stat().st_mtime_ns
+
+    test_split = open_dataset(data, verify=False)
+    cli("upload", *[test_split.index.images_dir / s.path for s in test_split.test], "-q")
+    auto = cli("predict", "--all", "--run", run)
+    assert not [line for line in auto.stderr.splitlines() if line.startswith("engine:")]  # nothing to do: no hint
+    fast = cli.json("predict", "--all", "--run", run)
+    assert (fast["engine"], fast["precision"]) != ("torch", "fp32") and fast["engine_hint"] is None
+    if cpu.detect().bf16:
+        assert fast["precision"] == "bf16", fast["engine_note"]
+    reference = cli.json("predict", "--all", "--run", run, "--engine", "torch", "--precision", "fp32")
+    top1 = {r["image_id"]: r["top"][0]["wnid"] for r in reference["results"]}
+    agree = sum(top1[r["image_id"]] == r["top"][0]["wnid"] for r in fast["results"]) / len(top1)
+    assert len(top1) == 100 and agree >= 0.99
+    assert converted[0].stat().st_mtime_ns == stamp  # never converted again
+
+    monkeypatch.setenv(cpu.ENV, "none")  # detection off: fp32 only, on the fastest checked engine
+    off = cli.json("predict", "--all", "--run", run)
+    assert (off["engine"], off["precision"]) == ("openvino", "fp32"), off["engine_note"]
+    assert "no native bf16" in off["engine_note"]
+
+
+def test_a_small_test_split_is_topped_up_to_the_guards_minimum_with_validation_then_training_images(tmp_path):
+    from dogbreed.checks import held_out_images
+    from dogbreed.datasets import open_dataset
+
+    data = tmp_path / "small"
+    make_synthetic(data, breeds=4, per_class=40, size=(40, 30), seed=7)
+    opened = open_dataset(data, verify=False)
+    images = held_out_images(opened, "the small set", limit=200)
+    n_val = len(opened.val)
+    assert len(images) == 100 and len(set(images.refs)) == 100
+    assert images.description == (
+        f"40 of 40 images of the test split + {n_val} of the validation split + {60 - n_val} of the training split "
+        "of the small set"
+    )
+    test_files = {opened.index.images_dir / s.path for s in opened.test}
+    assert test_files <= set(images.refs)  # every held-out image first
+    big = held_out_images(opened, "the small set", limit=30)  # enough test images: no top-up
+    assert len(big) == 30 and big.description == "30 of 40 images of the test split of the small set"
+
+
+def test_a_ready_model_is_measured_once_on_stored_photos_then_runs_the_fastest_engine_that_passed(
+    cli, uploaded, golden_weights, tmp_path
+):
+    model = ["-m", "resnet18", "--weights", golden_weights]
+    uploaded(60)
+    few = cli("predict", "--all", *model)
+    hint = [line for line in few.stderr.splitlines() if line.startswith("engine:")]
+    assert hint == ["engine: faster engines: measured automatically once the store holds 100 photos"]
+    for i in range(40):
+        write(tmp_path / "more" / f"{i}.jpg", jpeg_bytes(size=(70, 52), seed=i))  # other bytes than the first 60
+    cli("upload", tmp_path / "more", "-q")
+    first = cli("predict", "--all", *model)
+    assert "measuring the faster engines once, on 100 stored images" in " ".join(first.stderr.split())
+    again = cli.json("predict", "--all", *model)
+    assert again["engines_measured_on"] is None  # once: recorded, not measured again
+    assert (again["engine"], again["precision"]) != ("torch", "fp32") and again["engine_hint"] is None
+    checks = cli.json("check", *model, "--list")["checks"]
+    assert checks and all(c["n"] == 100 and c["data"].startswith("100 stored images") for c in checks)

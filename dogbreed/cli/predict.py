@@ -181,7 +181,9 @@ def predict_cmd(
     )
     with _Progress(fmt, quiet) as progress:
         try:
-            outcome = predict.run(db_path(ctx), request, on_progress=progress.advance, on_start=progress.start)
+            outcome = predict.run(
+                db_path(ctx), request, on_progress=progress.advance, on_start=progress.start, on_check=progress.check
+            )
         except KeyboardInterrupt:
             again = "" if source.reason else f" {source.as_options()}"
             err.print(
@@ -201,10 +203,12 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.fmt, self.quiet = fmt, quiet
-        columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
+        rate = TextColumn("{task.fields[rate]}")
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), rate)
         show = fmt == "table" and err.is_terminal and not quiet
         self.bar = Progress(*columns, TimeRemainingColumn(), console=err, transient=True, disable=not show)
         self.task: Any = None
+        self.checking: Any = None
         self.t0 = time.perf_counter()
 
     def __enter__(self) -> _Progress:
@@ -214,18 +218,30 @@ class _Progress:
     def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
 
+    def check(self, what: str, done: int, total: int) -> None:
+        """A ready model's engine checks, measured once before its first predict at auto."""
+        if self.checking is None:
+            if self.fmt == "table" and not self.quiet:
+                err.print(safe(what), soft_wrap=True)
+            self.checking = self.bar.add_task("checking engines", total=total, rate="")
+        self.bar.update(self.checking, completed=done, total=total)
+
     def start(self, outcome: Any) -> None:
+        if self.checking is not None:
+            self.bar.remove_task(self.checking)
         if outcome.choice.warning:
             warn(outcome.choice.warning)
+        if outcome.measure_error:
+            warn(f"the faster engines could not be measured ({outcome.measure_error}); running the reference")
         if self.fmt == "table":
             err.print(safe(describe_model(outcome.source, outcome.choice)), soft_wrap=True)
-            if outcome.choice.note and not self.quiet:
-                err.print(safe(f"engine: {outcome.choice.note}"), soft_wrap=True)
+            if outcome.choice.hint and not self.quiet:  # only when there is something to do
+                err.print(safe(f"engine: {outcome.choice.hint}"), soft_wrap=True)
         if self.fmt != "json":  # refusals always show (JSON carries them); beside CSV/NL output, on stderr
             for u in outcome.uploads:
                 if u.status == "refused":
                     print_upload_line(u, out if self.fmt == "table" else err)
-        self.task = self.bar.add_task("predict", total=len(outcome.job_ids), rate="")
+        self.task = self.bar.add_task("predicting", total=len(outcome.job_ids), rate="")
         self.t0 = time.perf_counter()
 
     def advance(self, done: int, failed: int, total: int) -> None:
@@ -264,6 +280,8 @@ def _summary_json(outcome: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
         "engine": outcome.choice.engine,
         "precision": outcome.choice.precision,
         "engine_note": outcome.choice.note,
+        "engine_hint": outcome.choice.hint or None,
+        "engines_measured_on": outcome.measured,
         "checkpoint": outcome.source.file,
         "done": outcome.done,
         "failed": outcome.failed,

@@ -84,7 +84,18 @@ class RichTrainListener:
 
 # What a resumed run may change: where things are and how they are shown, never what is trained.
 RESUMABLE_OPTIONS = frozenset(
-    {"dataset", "device", "loader_workers", "workers_old", "quiet", "as_json", "tensorboard", "nproc", "resume"}
+    {
+        "dataset",
+        "device",
+        "loader_workers",
+        "workers_old",
+        "quiet",
+        "as_json",
+        "tensorboard",
+        "nproc",
+        "resume",
+        "check_engines",
+    }
 )
 
 
@@ -187,6 +198,12 @@ def train_cmd(
     tensorboard: Path | None = typer.Option(
         None, "--tensorboard", metavar="DIR", help="Also log epoch metrics for TensorBoard under DIR."
     ),
+    check_engines: bool = typer.Option(
+        True,
+        "--check/--no-check",
+        help="At the end, measure the faster engines (OpenVINO, bf16) against fp32 on held-out images, so predict "
+        "runs the fastest one that agrees.",
+    ),
     nproc: int | None = typer.Option(
         None,
         "--nproc",
@@ -239,6 +256,7 @@ def _resume(ctx: typer.Context, o: dict[str, Any], listener: Any) -> Any:
         workers=o["loader_workers"] if {"loader_workers", "workers_old"} & set(given) else None,
         dataset=o["dataset"],
         tensorboard=o["tensorboard"],
+        check_engines=o["check_engines"] if "check_engines" in given else None,
     )
 
 
@@ -270,6 +288,7 @@ def _train(ctx: typer.Context, o: dict[str, Any], listener: Any) -> Any:
         precision=o["precision"],
         init_from=init_from,
         tensorboard=o["tensorboard"],
+        check_engines=o["check_engines"],
     )
     return train(config, paths.db, listener)
 
@@ -293,6 +312,17 @@ def _print_result(result: Any, as_json: bool) -> None:
     print_json(payload)
 
 
+def _engine_rows(result: Any) -> list[tuple[str, str]]:
+    """What the engine checks at the end measured, and what predict's auto runs the model on because of them."""
+    if not result.checks:
+        return []
+    agree = ", ".join(f"{c['engine']} {c['precision']} {c['agreement']:.1%}" for c in result.checks)
+    return [
+        ("agreement with fp32", f"{agree} on {result.checks[0]['n']} held-out images"),
+        ("predict runs it on", f"{result.auto_engine} (engine auto)"),
+    ]
+
+
 def print_train_summary(result: Any) -> None:
     from dogbreed.breeds import display_name
 
@@ -314,6 +344,7 @@ def print_train_summary(result: Any) -> None:
         ("test top-5", percent(t["top5"], 2)),
         ("test macro F1", f"{t['macro_f1']:.3f}"),
         ("checkpoint", str(result.checkpoint) if result.checkpoint else "not saved (--no-save)"),
+        *_engine_rows(result),
     ]
     out.print(key_value_table(rows, title=f"run {result.run_id}: finished"))
     if t.get("imagenet_overlap"):

@@ -38,6 +38,7 @@ class TrainConfig:
     init_from: str | None = None  # warm start: a run id or a dogbreed checkpoint path
     tensorboard: Path | None = None
     random_backbone: bool = False  # extractor mode on a frozen RANDOM backbone, on purpose (tests, experiments)
+    check_engines: bool = True  # at the end, measure the faster engines against fp32 (what predict's auto needs)
 
     def params(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -115,6 +116,9 @@ class TrainResult:
     skipped: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"
     resumed_after: int | None = None  # the epoch a resumed run continued from
+    checks: list[dict[str, Any]] = field(default_factory=list)  # the engine checks measured at the end
+    checked_on: str | None = None  # which held-out images they were measured on
+    auto_engine: str | None = None  # what predict's auto runs this model on here, now ("openvino bf16")
 
 
 class Terminated(BaseException):
