@@ -3,6 +3,9 @@ everywhere and never answers for photos unless pinned; ..."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -237,3 +240,113 @@ def test_a_ready_model_is_measured_once_on_stored_photos_then_runs_the_fastest_e
     assert (again["engine"], again["precision"]) != ("torch", "fp32") and again["engine_hint"] is None
     checks = cli.json("check", *model, "--list")["checks"]
     assert checks and all(c["n"] == 100 and c["data"].startswith("100 stored images") for c in checks)
+
+
+# ---------------------------------------------------------------- the smaller items
+
+
+def in_terminal(home: Path, *args: str, columns: int = 80) -> list[str]:
+    """`dogbreed ARGS` on a real pseudo-terminal of ``columns`` columns (Rich sees a terminal, as a user's shell
+    does); its output lines, without colours."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {**os.environ, "DOGBREED_HOME": str(home), "COLUMNS": str(columns), "NO_COLOR": "1", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "dogbreed", *map(str, args)], stdin=slave, stdout=slave,
+                            stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")
+    os.close(master)
+    text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text).splitlines()
+
+
+def test_tables_at_an_80_column_terminal_keep_every_important_value_whole_and_fold_long_paths(cli, home, tmp_path):
+    from dogbreed.store import open_store
+    from dogbreed.store import runs as run_rows
+
+    checkpoint = str(tmp_path / "a-rather-deep-folder" / "holding" / "checkpoints" / "resnet18-extractor-run1.pt")
+    conn = open_store(cli.db)
+    run = run_rows.start_run(conn, name="resnet18-extractor", model="resnet18", mode="extractor", device="cpu",
+                             dataset="/d", params={}, num_classes=4, precision="bf16", synthetic=True)
+    for epoch in (1, 2):
+        row = dict.fromkeys(run_rows.EPOCH_FIELDS, 0.25) | {"epoch": epoch, "val_acc": 0.25 * epoch}
+        run_rows.add_epoch(conn, run, row)
+    run_rows.update_run(conn, run, status="finished", best_epoch=2, best_val_acc=0.5, test_acc=0.983,
+                        test_macro_f1=0.98, duration_s=2.0, checkpoint_path=checkpoint)
+    conn.close()
+
+    lines = in_terminal(home, "--db", cli.db, "stats")
+    assert all(len(line) <= 80 for line in lines), lines
+    text = "\n".join(lines)
+    assert "…" not in text  # nothing cut short
+    for value in ("resnet18", "extractor", "finished", "50.0%", "98.3%", "synthetic"):
+        assert value in text, (value, text)
+    header = next(line for line in lines if "checkpoint" in line)
+    start = header.index("checkpoint")
+    body = lines[lines.index(header) + 2 : lines.index(header) + 12]
+    assert "".join(line[start:].strip() for line in body).startswith(checkpoint)  # folded, never cut
+    assert "hidden at 80 columns:" in text  # the less important columns left out are named
+
+    epochs = in_terminal(home, "--db", cli.db, "stats", run)
+    assert all(len(line) <= 80 for line in epochs) and "kept" in "\n".join(epochs)
+
+
+def test_predict_csv_is_flat_and_show_has_csv(cli, tmp_path, golden_weights):
+    import csv
+    import io
+
+    from dogbreed.cli.predict import RESULT_FIELDS
+
+    photo = write(tmp_path / "a.jpg", jpeg_bytes(seed=11))
+    text = cli("predict", photo, "-m", "resnet18", "--weights", golden_weights, "--csv", "-k", "2").stdout
+    (row,) = list(csv.DictReader(io.StringIO(text)))
+    assert list(row)[: RESULT_FIELDS.index("top")] == list(RESULT_FIELDS[: RESULT_FIELDS.index("top")])
+    assert "top" not in row and row["top1"] == "Golden retriever" and float(row["p1"]) > 0.9
+    assert row["top2"] and float(row["p2"]) < float(row["p1"]) and "top3" not in row
+    shown = list(csv.DictReader(io.StringIO(cli("show", 1, "--csv").stdout)))
+    assert len(shown) == 1 and shown[0]["image_id"] == "1" and shown[0]["filename"] == "a.jpg"
+    assert shown[0]["top1"] == "Golden retriever" and shown[0]["model"].startswith("resnet18")
+    write(tmp_path / "b.jpg", jpeg_bytes(seed=12))
+    cli("upload", tmp_path / "b.jpg")
+    alone = list(csv.DictReader(io.StringIO(cli("show", 2, "--csv").stdout)))
+    assert len(alone) == 1 and alone[0]["filename"] == "b.jpg" and alone[0]["top1"] == ""  # no prediction yet
+
+
+def test_a_store_in_a_missing_folder_is_refused_with_a_hint_and_nothing_is_created(cli, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dogbreed.cli import app
+
+    missing = tmp_path / "typo" / "store.db"
+    result = CliRunner().invoke(app, ["--db", str(missing), "list"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"the folder {missing.parent} does not exist" in result.stderr and "mkdir -p" in result.stderr
+    assert not missing.parent.exists()
+    monkeypatch.setenv("DOGBREED_DB", str(missing))
+    assert "DOGBREED_DB" in CliRunner().invoke(app, ["stats"]).stderr and not missing.parent.exists()
+    cli("list")  # dogbreed's own home is still made on first use
+
+
+def test_a_photo_with_the_bytes_of_a_stored_one_says_which(cli, tmp_path, golden_weights):
+    first = write(tmp_path / "rex.jpg", jpeg_bytes(seed=13))
+    cli("upload", first)
+    copy = write(tmp_path / "copy-of-rex.jpg", first.read_bytes())
+    result = cli("predict", copy, "-m", "resnet18", "--weights", golden_weights)
+    assert "same bytes as image 1 (rex.jpg)" in result.stdout and "rex.jpg" in result.stdout
+    (upload,) = cli.json("upload", copy)["results"]
+    assert upload["status"] == "duplicate" and upload["reason"] == "same bytes as image 1 (rex.jpg)"

@@ -260,6 +260,22 @@ def _wrapped(header: str, width: int) -> str:
     return "\n".join(lines)
 
 
+def flat_fields(top_k: int) -> list[str]:
+    """CSV columns for a ranking: top1, p1, top2, p2, ... (breed names, and their probabilities among breeds)."""
+    return [name for rank in range(1, top_k + 1) for name in (f"top{rank}", f"p{rank}")]
+
+
+def flat_top(item: dict[str, Any], top_k: int) -> dict[str, Any]:
+    """A row with a ``top`` list (``BreedScore.to_dict``s) with top1, p1, top2, p2, ... in its place."""
+    row = {k: v for k, v in item.items() if k != "top"}
+    top = item.get("top") or []
+    for rank in range(1, top_k + 1):
+        score = top[rank - 1] if rank <= len(top) else None
+        row[f"top{rank}"] = score["breed"] if score else None
+        row[f"p{rank}"] = score["probability"] if score else None
+    return row
+
+
 def _csv_value(value: Any) -> str:
     if value is None:
         return ""

@@ -21,6 +21,8 @@ from dogbreed.cli.common import (
     cell,
     emit,
     examples,
+    flat_fields,
+    flat_top,
     key_value_table,
     open_db,
     out,
@@ -63,7 +65,7 @@ def print_upload_line(r: Any, console: Any = out) -> None:
     if r.status == "refused":
         console.print(f"[red]refused[/red]   {safe(r.path)}: {safe(r.reason)}", soft_wrap=True)
         return
-    extra = f" ({safe(r.reason)})" if r.reason else ""
+    extra = (f": {safe(r.reason)}" if r.status == "duplicate" else f" ({safe(r.reason)})") if r.reason else ""
     color = "green" if r.status == "new" else "yellow"
     out.print(f"[{color}]{r.status:<9}[/{color}] id {r.image_id:<5} {safe(r.path)}{extra}", soft_wrap=True)
 
@@ -242,11 +244,17 @@ def show_cmd(
     all_breeds: bool = typer.Option(False, "--all-breeds", help="Every breed the model knows."),
     all_old: bool = typer.Option(False, "--all", hidden=True, help="Old name of --all-breeds."),
     as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
 ) -> None:
-    """Show one image's metadata and its predictions, newest first (never the bytes)."""
+    """Show one image's metadata and its predictions, newest first (never the bytes).
+
+    --csv gives one row per prediction (the image's fields repeated; top1, p1, top2, p2, ... flat), or one row
+    with the image alone when it has none.
+    """
     from dogbreed import labels
     from dogbreed.store import images, predictions
 
+    output_format(as_json, as_csv)
     all_breeds = pick(all_breeds, all_old or None, "show --all", "--all-breeds", default=False)
     conn = open_db(ctx)
     image = images.get_image(conn, image_id)
@@ -261,6 +269,9 @@ def show_cmd(
         data["predictions"] = [prediction_json(p, k) for p in preds]
         print_json(data)
         return
+    if as_csv:
+        emit_show_csv(image, label, preds, min(k, 120))
+        return
     fields = [(key, getattr(image, key)) for key in ("filename", "format", "width", "height", "size_bytes")]
     fields += [("sha256", image.sha256), ("uploaded", when(image.created_at))]
     fields.append(("ground truth", label or "-"))
@@ -269,6 +280,29 @@ def show_cmd(
         out.print(f"no predictions yet: run 'dogbreed predict --id {image_id}'")
     for pred in preds:
         print_prediction(pred, k)
+
+
+SHOW_CSV_IMAGE = {  # show --csv column -> image record field
+    "image_id": "id",
+    "filename": "filename",
+    "format": "format",
+    "width": "width",
+    "height": "height",
+    "size_bytes": "size_bytes",
+    "sha256": "sha256",
+    "uploaded": "created_at",
+    "ground_truth": "ground_truth",
+}
+SHOW_CSV_PREDICTION = ("model", "model_key", "device", "engine", "precision", "created_at")
+
+
+def emit_show_csv(image: Any, label: str, preds: list[Any], k: int) -> None:
+    """``show --csv``: a row per prediction, the image's fields first, the top-k flat, then the dog figure."""
+    base = {column: getattr(image, field) for column, field in SHOW_CSV_IMAGE.items()}
+    base["ground_truth_name"] = label or None
+    rows = [{**base, **flat_top(prediction_json(pred, k), k)} for pred in preds]
+    keys = [*base, *SHOW_CSV_PREDICTION, *flat_fields(k), "dog_probability", "not_a_dog"]
+    emit(rows or [base], [Column(key, key) for key in keys], "csv")
 
 
 def print_prediction(pred: Any, k: int) -> None:

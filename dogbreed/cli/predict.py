@@ -30,6 +30,8 @@ from dogbreed.cli.common import (
     emit,
     err,
     examples,
+    flat_fields,
+    flat_top,
     open_db,
     out,
     output_format,
@@ -101,6 +103,12 @@ RESULT_COLUMNS = [
     Column("others", "runners-up (among breeds)", fold=True, drop=1),
     Column("dog_probability", "dog at all", dog_mark, justify="right", missing="?"),
 ]
+
+
+def csv_fields(top_k: int) -> list[str]:
+    """predict's CSV header: RESULT_FIELDS with the top-k flat (top1, p1, top2, p2, ...) instead of one JSON cell."""
+    i = RESULT_FIELDS.index("top")
+    return [*RESULT_FIELDS[:i], *flat_fields(top_k), *RESULT_FIELDS[i + 1 :]]
 
 
 def _table_row(item: dict[str, Any]) -> dict[str, Any]:
@@ -241,6 +249,10 @@ class _Progress:
             for u in outcome.uploads:
                 if u.status == "refused":
                     print_upload_line(u, out if self.fmt == "table" else err)
+        if self.fmt == "table" and not self.quiet:  # a file already stored is listed under its stored name: say so
+            for u in outcome.uploads:
+                if u.status == "duplicate":
+                    print_upload_line(u)
         self.task = self.bar.add_task("predicting", total=len(outcome.job_ids), rate="")
         self.t0 = time.perf_counter()
 
@@ -263,6 +275,8 @@ def _render(outcome: Any, fmt: str, top_k: int, quiet: bool, background: bool) -
                 rows = [_table_row(i) for i in items]
                 emit(rows, RESULT_COLUMNS, "table", title="predictions", caption=NUMBERS_LEGEND)
             out.print(_summary_line(outcome), soft_wrap=True)
+        elif fmt == "csv":
+            emit([flat_top(i, top_k) for i in items], [Column(k, k) for k in csv_fields(top_k)], fmt)
         else:
             emit(items, [Column(k, k) for k in RESULT_FIELDS], fmt)
     if outcome.failed or refused:
