@@ -5,7 +5,8 @@ same run (this machine is shared and noisy; fast figures are repeated and the me
 
 Sections: predict end to end vs the raw batched forward; the engines (auto, int8 export, detection forced off,
 `predict --id 1` start-up) against the torch fp32 forward; CLI start-up; upload rate; list paging on a
-100,000-row store; extractor epochs with cached features; predict's peak memory at two store sizes.
+100,000-row store; extractor epochs with cached features; `train --store` twice (the feature cache); predict's
+peak memory at two store sizes; serve.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import json
 import os
 import platform
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -577,6 +579,54 @@ def bench_extractor(work: Path, quick: bool) -> None:
     row("train", "  epoch 1 / later epoch", f"{secs[0] / later:.0f}x", ">= 100x")
 
 
+def _labelled_photos(home: Path, per_breed: int) -> dict[str, Path]:
+    """Five 'breeds' of 500x375 photos (a colour and stripe pattern each, jittered per photo): three of the
+    user's own, two of Stanford's."""
+    import random
+
+    from dogbreed.datasets.synthetic import _picture
+
+    rng = random.Random(0)
+    folders = {}
+    for slot, name in enumerate(["Shiba Inu", "Australian shepherd", "Labradoodle", "beagle", "golden retriever"]):
+        folder = home / "photos" / str(slot)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_breed):
+            _picture(slot, 5, (500, 375), rng).save(folder / f"{i:04d}.jpg", quality=85)
+        folders[name] = folder
+    return folders
+
+
+def bench_store(work: Path, quick: bool) -> None:
+    """train --store on labelled photos from an ImageNet-layout backbone in extractor mode: the first run computes
+    the backbone features, the second reads them back from the feature cache."""
+    import torch
+    import torchvision
+
+    home = work / "store"
+    per_breed = 30 if quick else 60
+    for name, folder in _labelled_photos(home, per_breed).items():
+        if name[0].isupper():
+            dogbreed(home, "breeds", "add", name)
+        dogbreed(home, "upload", str(folder), "-g", name, "-q")
+    weights = home / "resnet18-imagenet-layout.pth"  # offline stand-in for torchvision's ImageNet weights: same cost
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    args = ["train", "--store", "--weights", str(weights), "--epochs", "10", "--loader-workers", "0", "--json"]
+    args.insert(-1, "--no-check")  # the section times training and its feature cache, not the engine checks
+    first, _ = dogbreed(home, *args)
+    second, proc = dogbreed(home, *args)
+    n = 5 * per_breed
+    conn = sqlite3.connect(home / "dogbreed.db")
+    epoch1 = dict(conn.execute("SELECT run_id, seconds FROM epochs WHERE epoch = 1"))
+    conn.close()
+    row("store", f"train --store, {n} photos, 5 breeds, extractor, 10 epochs: first run (wall)", f"{first:.1f} s")
+    row("store", "  the same again, features read from the cache (wall)", f"{second:.1f} s", f"{first / second:.1f}x")
+    row("store", "  epoch 1: backbone features computed (first run)", f"{epoch1[1]:.1f} s")
+    row("store", "  epoch 1: features read back (second run)", f"{epoch1[2]:.1f} s", f"{epoch1[1] / epoch1[2]:.1f}x")
+    acc = json.loads(proc.stdout)["test"]["accuracy"]
+    row("store", "  test accuracy (backbone weights random here: says only that it runs)", f"{acc:.0%}")
+
+
 # ---------------------------------------------------------------- 6. predict peak memory
 
 
@@ -626,6 +676,116 @@ def bench_precision(work: Path, quick: bool) -> None:
     section_rows(work / "precision", quick, row)
 
 
+# ---------------------------------------------------------------- 9. serve
+
+
+def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "dogbreedbench"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def classify_load(port: int, bodies: list[tuple[bytes, str]], clients: int) -> tuple[float, list[float]]:
+    """``clients`` threads, each on its own keep-alive connection, send classify requests (one photo each) until
+    ``bodies`` are all sent; (requests/s, latencies in s)."""
+    import http.client
+    import threading
+
+    todo = list(reversed(bodies))
+    lock = threading.Lock()
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        while True:
+            with lock:
+                if not todo:
+                    break
+                body, ctype = todo.pop()
+            start = time.perf_counter()
+            conn.request("POST", "/api/classify", body=body, headers={"Content-Type": ctype})
+            response = conn.getresponse()
+            answer = response.read()
+            if response.status != 200:
+                failures.append(f"{response.status} {answer[:200]!r}")
+            latencies.append(time.perf_counter() - start)
+        conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"{len(failures)} classify requests failed, e.g. {failures[0]}")
+    return len(latencies) / wall, latencies
+
+
+def start_server(home: Path, *args: str) -> tuple[subprocess.Popen, int]:
+    """`dogbreed serve --port 0 ...` on its own store; returns once it prints that it is serving."""
+    import re
+
+    env = {**os.environ, "DOGBREED_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dogbreed", "serve", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    line = proc.stdout.readline()
+    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+    if not match:
+        proc.kill()
+        raise RuntimeError(f"dogbreed serve did not start: {line!r}")
+    return proc, int(match.group(1))
+
+
+def bench_serve(work: Path, quick: bool) -> None:
+    """`dogbreed serve`: classify requests (one 500x375 JPEG each, stored and predicted) from 1, 8 and 32 clients,
+    against `predict --all`'s images/s on the same model, engine and machine. The 32-client figure and predict
+    alternate in pairs (a noisy neighbour then slows both sides of a pair) and the median ratio is reported."""
+    n = 128 if quick else 512
+    ckpt = make_checkpoint(work / "resnet18-224.pt")
+    base = work / "serve-predict"
+    make_store(base, n)
+    seeds = iter(range(500_000, 10_000_000, 1))
+
+    def bodies(count: int) -> list[tuple[bytes, str]]:
+        return [_multipart(f"p{i}.jpg", photo_jpeg(i)) for i in (next(seeds) for _ in range(count))]
+
+    def classify(clients: int, count: int) -> tuple[float, float, float]:
+        classify_load(port, bodies(max(clients, 8)), clients)  # warm: connections, first batches
+        rps, lat = classify_load(port, bodies(count), clients)
+        return rps, float(np.percentile(lat, 50)) * 1000, float(np.percentile(lat, 99)) * 1000
+
+    engine = ("--engine", "torch", "--precision", "fp32")
+    proc, port = start_server(work / "serve", "--checkpoint", str(ckpt), *engine)
+    try:
+        pairs = []
+        for _ in range(1 if quick else 3):
+            pairs.append((predict_rates(base, ckpt, n, *engine)[0], *classify(32, n)))
+        levels = [(clients, count, classify(clients, count)) for clients, count in ((1, 48), (8, 96 if quick else 256))]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    predict = statistics.median(p[0] for p in pairs)
+    row("serve", f"`predict --all`, {n} stored 500x375 JPEGs, model loaded (baseline)", f"{predict:.1f} img/s")
+    for clients, count, (rps, p50, p99) in levels:
+        target = f"p50 {p50:.0f} ms, p99 {p99:.0f} ms; {rps / predict:.2f}x predict"
+        row("serve", f"classify, {clients} client(s), {count} photos, one per request", f"{rps:.1f} req/s", target)
+    ratio = statistics.median(p[1] / p[0] for p in pairs)
+    rps, p50, p99 = sorted(pairs, key=lambda p: p[1] / p[0])[len(pairs) // 2][1:]
+    target = f"p50 {p50:.0f} ms, p99 {p99:.0f} ms; {ratio:.2f}x predict (median of paired runs; >= 0.80x)"
+    row("serve", f"classify, 32 clients, {n} photos, one per request", f"{rps:.1f} req/s", target)
+
+
 SECTIONS = {
     "predict": bench_predict,
     "engines": bench_engines,
@@ -633,8 +793,10 @@ SECTIONS = {
     "upload": bench_upload,
     "list": bench_list,
     "train": bench_extractor,
+    "store": bench_store,
     "precision": bench_precision,
     "memory": bench_memory,
+    "serve": bench_serve,
 }
 
 

@@ -1,3 +1,4 @@
 from dogbreed.cli import main
 
-main()
+if __name__ == "__main__":  # a spawned worker process (dogbreed serve's) imports this module without running it
+    main()

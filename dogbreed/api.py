@@ -277,7 +277,7 @@ class Store:
         request = predict.PredictRequest(
             paths=[str(p) for p in paths], image_ids=list(ids), every=every, pending=pending, source=source, **options
         )
-        return predict.run(self.path, request)
+        return predict.predict_images(self.path, request)
 
     def session(self) -> Any:
         """A read-only SQLModel session for typed queries (see ``dogbreed.store.tables``)."""
@@ -286,11 +286,13 @@ class Store:
         return read_session(self.path)
 
 
-def train(dataset: str | Path | None = None, *, db: str | Path | None = None, **config: Any) -> Any:
+def train(
+    dataset: str | Path | None = None, *, store: bool = False, db: str | Path | None = None, **config: Any
+) -> Any:
     """Train a classifier as `dogbreed train` does and record the run in the store; returns its ``TrainResult``.
-    ``config``: any ``TrainConfig`` field (model, mode, epochs, batch, lr, image_size, pretrained, ...)."""
+    ``store=True`` trains on the store's labelled images (with ``dataset``: on both). ``config``: any
+    ``TrainConfig`` field (model, mode, epochs, batch, lr, image_size, pretrained, add_breeds, skip_small...)."""
     from dogbreed.config import resolve_paths
-    from dogbreed.store import open_store
     from dogbreed.train import TrainConfig
     from dogbreed.train import train as run_training
 
@@ -298,5 +300,7 @@ def train(dataset: str | Path | None = None, *, db: str | Path | None = None, **
         db=Path(db).expanduser() if db is not None else None,
         dataset=Path(dataset).expanduser() if dataset is not None else None,
     )
-    open_store(paths.db).close()
-    return run_training(TrainConfig(dataset=paths.dataset, checkpoints_dir=paths.checkpoints, **config), paths.db)
+    folder = None if store and dataset is None else paths.dataset
+    return run_training(
+        TrainConfig(dataset=folder, checkpoints_dir=paths.checkpoints, store=store, **config), paths.db
+    )

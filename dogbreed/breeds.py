@@ -144,6 +144,7 @@ _FOLDER_RE = re.compile(r"^(n\d{8})-(.+)$")
 OWN_PREFIX = "own:"  # own breeds' keys; a WordNet id is n + 8 digits, so the two can never collide
 OWN_KEY_RE = re.compile(r"^own:[a-z0-9]+(?:-[a-z0-9]+)*$")
 MAX_NAME = 64
+MAX_NOTE = 500
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,16 @@ def check_own_name(text: str) -> str:
     if _FOLDER_RE.match(name) or re.fullmatch(r"n\d{8}", name) or name.casefold().startswith(OWN_PREFIX):
         raise DogbreedError(f"{name!r} looks like a breed key, not a name; give the breed's name")
     return name
+
+
+def check_note(text: str) -> str | None:
+    """A breed's note, tidied (None when blank), or a one-line error."""
+    note = " ".join(str(text).split())
+    if len(note) > MAX_NOTE:
+        raise DogbreedError(f"a breed note has at most {MAX_NOTE} characters ({len(note)} given)")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in note):
+        raise DogbreedError("a breed note cannot contain control or invisible characters")
+    return note or None
 
 
 def own_key(name: str, taken: Iterable[str]) -> str:

@@ -64,26 +64,31 @@ class ImageSet:
             yield from self._read(self.refs[chunk : chunk + 64])
 
     def _read(self, refs: list[Path | int]) -> list[bytes]:
+        """The bytes of files and of stored images (one store read for the chunk's ids); b"" for one that cannot
+        be read, which fails to decode later and is skipped there."""
+        from dogbreed.files import NotReadable, read_regular_file
         from dogbreed.imaging import MAX_BYTES
 
-        if refs and isinstance(refs[0], int):
+        ids = [r for r in refs if isinstance(r, int)]
+        blobs: dict[int, bytes] = {}
+        if ids:
             from dogbreed.store import connect
             from dogbreed.store.images import get_blobs
 
             conn = connect(self.db, readonly=True)
             try:
-                blobs = get_blobs(conn, refs)
+                blobs = get_blobs(conn, ids)
             finally:
                 conn.close()
-            return [blobs.get(r, b"") for r in refs]
-        from dogbreed.files import NotReadable, read_regular_file
-
         out = []
-        for path in refs:
+        for ref in refs:
+            if isinstance(ref, int):
+                out.append(blobs.get(ref, b""))
+                continue
             try:
-                out.append(read_regular_file(path, MAX_BYTES))
+                out.append(read_regular_file(ref, MAX_BYTES))
             except NotReadable:
-                out.append(b"")  # fails to decode later, and is skipped there
+                out.append(b"")
         return out
 
 
@@ -93,39 +98,52 @@ class ImageSet:
 @dataclass
 class _Dataset:
     root: Path
-    test: list[tuple[Path, str]]
-    train: list[tuple[Path, str]]
+    test: list[tuple[Path | int, str]]  # a file, or a stored image's id, with its label
+    train: list[tuple[Path | int, str]]
     what: str  # "run 3's dataset /x" or "/x"
-    val: list[tuple[Path, str]] = field(default_factory=list)
+    db: Path | None = None  # the store the stored images come from
+    val: list[tuple[Path | int, str]] = field(default_factory=list)
 
 
-def _dataset(root: Path, run: Any, what: str) -> _Dataset | None:
-    """The splits of ``root``, made as training made them (the run's seed, validation fraction and per-breed limit:
-    ``datasets.split_params``); None when it is not a usable dataset."""
-    from dogbreed.datasets import open_dataset, split_params
+def _dataset(conn: sqlite3.Connection, root: Path | None, run: Any, what: str) -> _Dataset | None:
+    """The splits of ``root`` (and of the stored images a run recorded), made as training made them (the run's
+    seed, validation fraction and per-breed limit: ``datasets.split_params``); None when it is not a usable
+    dataset."""
+    from dogbreed.datasets import open_dataset, run_sources, split_params
+    from dogbreed.labels import vocabulary
 
+    store = None
+    if run is not None:
+        root, store = run_sources(conn, database_path(conn), run)
     try:
-        data = open_dataset(root, **split_params(run), verify=False)
+        data = open_dataset(root, **split_params(run), verify=False, store=store, vocabulary=vocabulary(conn))
     except (DogbreedError, OSError, ValueError):
         return None
-    return _splits(data, what)
+    return _splits(data, what, database_path(conn))
 
 
-def _splits(data: Any, what: str) -> _Dataset:
-    """An ``OpenedDataset``'s splits as (file, WordNet id) lists."""
+def _splits(data: Any, what: str, db: Path | None) -> _Dataset:
+    """An ``OpenedDataset``'s splits as (file or stored image id, breed key) lists; ``db``: the store stored images
+    come from."""
 
-    def files(samples) -> list[tuple[Path, str]]:
-        return [(data.index.images_dir / s.path, data.index.classes[s.label].wnid) for s in samples]
+    def refs(samples) -> list[tuple[Path | int, str]]:
+        return [
+            (s.image_id if s.image_id is not None else data.index.images_dir / s.path, data.index.classes[s.label].wnid)
+            for s in samples
+        ]
 
-    return _Dataset(Path(data.root), files(data.test), files(data.train), what, files(data.val))
+    root = Path(data.root) if data.root else db
+    return _Dataset(root, refs(data.test), refs(data.train), what, db, refs(data.val))
 
 
-def held_out_images(data: Any, what: str, limit: int, minimum: int = guard.MIN_IMAGES) -> ImageSet:
-    """Images to measure agreement on from an ``OpenedDataset``: a seeded sample of up to ``limit`` test images,
-    topped up with validation, then training images up to ``minimum`` when the test split is smaller (agreement
-    with the fp32 model needs no labels, and a model agrees with itself on images it trained on no more readily
-    than on others). The description says which."""
-    return _topped_up(_splits(data, what), limit, minimum)
+def held_out_images(
+    data: Any, what: str, limit: int, db: Path | None = None, minimum: int = guard.MIN_IMAGES
+) -> ImageSet:
+    """Images to measure agreement on from an ``OpenedDataset`` (``db``: the store its stored images are in): a
+    seeded sample of up to ``limit`` test images, topped up with validation, then training images up to ``minimum``
+    when the test split is smaller (agreement with the fp32 model needs no labels, and a model agrees with itself on
+    images it trained on no more readily than on others). The description says which."""
+    return _topped_up(_splits(data, what, db), limit, minimum)
 
 
 def _topped_up(found: _Dataset, limit: int, minimum: int) -> ImageSet:
@@ -138,12 +156,13 @@ def _topped_up(found: _Dataset, limit: int, minimum: int) -> ImageSet:
         extra = _sample(items, short)
         chosen += extra
         parts.append(f"{len(extra)} of the {name} split")
-    return ImageSet(f"{' + '.join(parts)} of {found.what}", [p for p, _ in chosen], [w for _, w in chosen])
+    refs, labels = [p for p, _ in chosen], [w for _, w in chosen]
+    return ImageSet(f"{' + '.join(parts)} of {found.what}", refs, labels, found.db)
 
 
 def _find_dataset(conn: sqlite3.Connection, source: ModelSource, dataset: Path | None) -> _Dataset | None:
     if dataset is not None:
-        found = _dataset(Path(dataset), None, str(dataset))
+        found = _dataset(conn, Path(dataset), None, str(dataset))
         if found is None:
             raise DogbreedError(f"--dataset {dataset} is not a usable dataset (no Images/ folder of Stanford breeds)")
         return found
@@ -152,12 +171,12 @@ def _find_dataset(conn: sqlite3.Connection, source: ModelSource, dataset: Path |
 
         run = training_run(conn, source)
         if run is not None:
-            return _dataset(Path(run.dataset), run, f"run {run.id}'s dataset {run.dataset}")
+            return _dataset(conn, None, run, f"run {run.id}'s dataset {run.dataset}")
         return None
     from dogbreed.config import resolve_paths
 
     default = resolve_paths().dataset
-    return _dataset(default, None, str(default)) if (default / "Images").is_dir() else None
+    return _dataset(conn, default, None, str(default)) if (default / "Images").is_dir() else None
 
 
 def _sample(items: list, n: int) -> list:
@@ -171,7 +190,10 @@ def _from_dataset(found: _Dataset, part: str, n: int) -> ImageSet:
     total = len(found.test if part == "test" else found.train)
     what = "test split" if part == "test" else "training split"
     return ImageSet(
-        f"{len(items)} of {total} images of the {what} of {found.what}", [p for p, _ in items], [w for _, w in items]
+        f"{len(items)} of {total} images of the {what} of {found.what}",
+        [p for p, _ in items],
+        [w for _, w in items],
+        found.db,
     )
 
 

@@ -107,6 +107,7 @@ class _Picked:
     make: Callable[[list[int], Any], Any]  # (labels, transform) -> a torch Dataset of (tensor, label, key)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # the names of own breeds among ``wnids``
 
 
 def _label_space(model_classes: tuple[str, ...], data_wnids: Iterable[str]) -> tuple[list[str], list[int], list[str]]:
@@ -118,37 +119,58 @@ def _label_space(model_classes: tuple[str, ...], data_wnids: Iterable[str]) -> t
     return space, sorted({index[w] for w in data_wnids}), unknown
 
 
-def _unknown_note(unknown: list[str], n_images: int) -> str:
+def _unknown_note(unknown: list[str], n_images: int, own: dict[str, str]) -> str:
     from dogbreed.breeds import display_name
 
-    names = ", ".join(display_name(w) for w in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+    names = ", ".join(display_name(w, own) for w in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
     return (
         f"the model does not know {len(unknown)} breed(s) of the data ({names}): their {n_images} picture(s) "
         "count as mistakes"
     )
 
 
-def _pick_dataset(root: Path, split: str, run: Any, on_stage: Callable[[str], None]) -> _Picked:
-    """A split of a dataset folder, made as training made it; images that fail verification left out, as training
-    leaves them out."""
+def _pick_dataset(conn: Any, where: _Where, split: str, run: Any, on_stage: Callable[[str], None]) -> _Picked:
+    """A split of a dataset folder and/or of the stored images a run recorded, made as training made it; images
+    that fail verification left out, as training leaves them out."""
+    from dogbreed import labels
     from dogbreed.datasets import open_dataset, split_params
     from dogbreed.datasets.loaders import DatasetImages
 
     if split not in SPLITS:
         raise DogbreedError(f"unknown split {split!r}; use {', '.join(SPLITS)}")
-    root = Path(root).expanduser().resolve()  # the record must name it from anywhere
-    data = open_dataset(root, **split_params(run), require=(split,), on_stage=on_stage)
+    vocabulary = labels.vocabulary(conn)
+    data = open_dataset(
+        where.root, **split_params(run), require=(split,), on_stage=on_stage, store=where.store, vocabulary=vocabulary
+    )
     samples = data.part(split)
 
     def make(labels: list[int], transform: Any) -> Any:
         return DatasetImages(data.index, samples, transform, labels)
 
     wnids = [data.index.classes[s.label].wnid for s in samples]
-    return _Picked(str(root), split, wnids, make, dict(data.left_out[split]), list(data.notes))
+    names = {b.wnid: b.name for b in data.index.classes if b.own}
+    return _Picked(where.description, split, wnids, make, dict(data.left_out[split]), list(data.notes), names)
+
+
+@dataclass(frozen=True)
+class _Where:
+    """The data a split is made of: a dataset folder, the stored images a run recorded, or both."""
+
+    root: Path | None
+    store: Any = None  # datasets.StorePart
+    description: str = ""
+
+
+def _run_data(conn: Any, db_path: Path, run: Any) -> _Where:
+    from dogbreed.datasets import run_sources
+
+    root, store = run_sources(conn, db_path, run)
+    return _Where(root, store, run.dataset)
 
 
 def _pick_store(conn: Any, db_path: Path) -> _Picked:
     from dogbreed.datasets.loaders import StoreImages
+    from dogbreed.labels import vocabulary
     from dogbreed.store.images import labelled_ids
 
     labelled = labelled_ids(conn)
@@ -162,7 +184,8 @@ def _pick_store(conn: Any, db_path: Path) -> _Picked:
     def make(labels: list[int], transform: Any) -> Any:
         return StoreImages(db_path, ids, labels, transform)
 
-    return _Picked("store", "store", [w for _, w in labelled], make)
+    names = {b.wnid: b.name for b in vocabulary(conn).own}
+    return _Picked("store", "store", [w for _, w in labelled], make, names=names)
 
 
 def _loader_workers(requested: int | None, n: int, batch: int) -> int:
@@ -173,7 +196,7 @@ def _loader_workers(requested: int | None, n: int, batch: int) -> int:
     return 0 if n <= 2 * batch else min(4, max(1, (os.cpu_count() or 2) - 1))
 
 
-def run(
+def evaluate_model(
     db_path: Path,
     request: EvalRequest,
     on_progress: Callable[[int, int], None] | None = None,
@@ -229,10 +252,15 @@ def run(
 def _pick(conn: Any, db_path: Path, request: EvalRequest, training_run: Any, stage: Callable[[str], None]) -> _Picked:
     if request.store:
         return _pick_store(conn, db_path)
-    root = request.dataset or (Path(training_run.dataset) if training_run else request.default_dataset)
-    if root is None:
+    if request.dataset is not None:
+        root = Path(request.dataset).expanduser().resolve()  # the record must name it from anywhere
+        return _pick_dataset(conn, _Where(root, description=str(root)), request.split, training_run, stage)
+    if training_run is not None:
+        return _pick_dataset(conn, _run_data(conn, db_path, training_run), request.split, training_run, stage)
+    if request.default_dataset is None:
         raise DogbreedError("say which data: --dataset DIR (with --split) or --store")
-    return _pick_dataset(Path(root), request.split, training_run, stage)
+    root = Path(request.default_dataset).expanduser().resolve()
+    return _pick_dataset(conn, _Where(root, description=str(root)), request.split, None, stage)
 
 
 def _measure(
@@ -243,7 +271,7 @@ def _measure(
 
     space, data_labels, unknown = _label_space(tuple(engine.spec.classes), picked.wnids)
     if unknown:
-        picked.notes.append(_unknown_note(unknown, sum(w in unknown for w in picked.wnids)))
+        picked.notes.append(_unknown_note(unknown, sum(w in unknown for w in picked.wnids), picked.names))
     where = {w: i for i, w in enumerate(space)}
     dataset = picked.make([where[w] for w in picked.wnids], EvalTransform(engine.spec.preprocessing))
     total = len(dataset)
@@ -261,7 +289,8 @@ def _measure(
     seconds = time.perf_counter() - started
     if not len(scored.y_true):
         raise DogbreedError(f"none of the {total} picture(s) could be decoded; nothing to evaluate")
-    report = build_report(scored.y_true, scored.probs, space, scored.keys)
+    names = {**picked.names, **engine.spec.names}
+    report = build_report(scored.y_true, scored.probs, space, scored.keys, names=names)
     if len(data_labels) < len(space):
         report["accuracy_data_breeds"] = accuracy_within(scored.y_true, scored.probs, data_labels)
     report["data_breeds"] = len(data_labels)

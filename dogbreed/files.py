@@ -124,3 +124,35 @@ def safe_name(text: str, fallback: str = "run", max_len: int = 64) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip(".-_")
     cleaned = re.sub(r"\.{2,}", ".", cleaned)[:max_len].strip(".-_")
     return cleaned or fallback
+
+
+def touch(folder: Path) -> None:
+    """Mark a cache entry as just used (its mtime), so pruning keeps the most recently used."""
+    try:
+        os.utime(folder)
+    except OSError:
+        pass
+
+
+def prune_oldest(folder: Path, keep: int, stale_after_s: float = 3600) -> None:
+    """Drop all but the ``keep`` most recently used entries (folders) of a cache, and leftovers of interrupted
+    writes (hidden folders) older than ``stale_after_s``; a folder in use is only deleted once it is no longer
+    among the newest."""
+    import shutil
+    import time
+
+    try:
+        entries = [p for p in folder.iterdir() if p.is_dir()]
+    except OSError:
+        return
+
+    def age(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    done = sorted((p for p in entries if not p.name.startswith(".")), key=age, reverse=True)
+    stale = [p for p in entries if p.name.startswith(".") and time.time() - age(p) > stale_after_s]
+    for old in done[keep:] + stale:
+        shutil.rmtree(old, ignore_errors=True)

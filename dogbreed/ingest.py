@@ -187,3 +187,33 @@ def _label_kept(stored: image_rows.ImageRecord | None, asked: str | None) -> str
     if stored is None or asked is None or stored.ground_truth in (None, asked):
         return None
     return f"already labelled {display_name(stored.ground_truth)}; kept: delete it and upload again to change it"
+
+
+def upload_bytes(
+    conn: sqlite3.Connection, items: list[tuple[str, bytes]], *, ground_truth: Breed | None = None
+) -> list[UploadResult]:
+    """Store pictures received in memory (a web upload: (file name, bytes) each) exactly as ``upload`` stores
+    files: fully decoded first, outside the write lock, duplicates recognised by their bytes, each refusal with
+    its reason. Results in the order given."""
+    prepared: list[image_rows.NewImage | UploadResult] = []
+    for name, data in items:
+        shown = printable(name)
+        try:
+            info = imaging.validate(data)
+        except imaging.ImageRejected as exc:
+            prepared.append(UploadResult(shown, "refused", str(exc)))
+            continue
+        label = ground_truth.wnid if ground_truth is not None else None
+        prepared.append(image_rows.NewImage(shown, info.sha256, info.format, info.width, info.height, data, label))
+    ready = [p for p in prepared if isinstance(p, image_rows.NewImage)]
+    inserted = iter(image_rows.insert_images(conn, ready) if ready else [])
+    results = []
+    for item in prepared:
+        if isinstance(item, UploadResult):
+            results.append(item)
+            continue
+        done = next(inserted)
+        record = image_rows.get_image(conn, done.image_id)
+        note = "ground truth added to the stored image" if done.labelled else _label_kept(record, item.ground_truth)
+        results.append(UploadResult(item.filename, "new" if done.created else "duplicate", note, record))
+    return results

@@ -9,8 +9,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from dogbreed.breeds import Breed, Vocabulary, check_own_name
+from dogbreed.breeds import Breed, Vocabulary, check_note, check_own_name
 from dogbreed.errors import DogbreedError
 from dogbreed.store import breeds as breed_rows
 from dogbreed.store import labels as label_rows
@@ -26,12 +27,25 @@ def resolve(conn: sqlite3.Connection | None, text: str) -> Breed:
     return vocabulary(conn).resolve(text)
 
 
+def resolve_at(db: Path, text: str) -> Breed:
+    """``resolve`` in the store at ``db``, which a store that does not exist yet is never created for (it has no
+    breeds of its own): a wrong name is refused before anything is written."""
+    from dogbreed.store import open_store
+
+    if not Path(db).exists():
+        return vocabulary(None).resolve(text)
+    conn = open_store(db)
+    try:
+        return resolve(conn, text)
+    finally:
+        conn.close()
+
+
 def add_breed(conn: sqlite3.Connection, name: str, note: str | None = None) -> Breed:
     """Register a breed of your own. Refused: a name of one of Stanford's breeds (in any spelling), a name already
     added (case and separators ignored), and names that are empty, too long, or hold control characters."""
     name = check_own_name(name)
-    if note is not None:
-        note = check_own_name(note) if note.strip() else None
+    note = check_note(note) if note is not None else None
     known = vocabulary(conn).find(name)
     if known is not None:
         what = "one of your breeds" if known.own else f"a Stanford breed ({known.wnid})"

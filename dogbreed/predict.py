@@ -83,7 +83,7 @@ def _check_selection(request: PredictRequest) -> None:
         raise DogbreedError("say which images: PATH... (files to classify), --id N, --all or --pending")
 
 
-def run(
+def predict_images(
     db_path: Path,
     request: PredictRequest,
     on_progress: Callable[[int, int, int], None] | None = None,

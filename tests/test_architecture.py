@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "dogbreed.ingest",
             "dogbreed.labels",
             "dogbreed.predict",
+            "dogbreed.jobqueue",
             "dogbreed.worker",
             "dogbreed.evaluate",
             "dogbreed.checks",

@@ -53,7 +53,10 @@ def test_a_typo_never_creates_a_breed_and_says_how_to_add_one(cli, tmp_path):
     write(tmp_path / "a.jpg", jpeg_bytes(seed=1))
     error = one_line_error(cli("upload", tmp_path / "a.jpg", "-g", "Labradoodle", expect=1))
     assert "unknown breed 'Labradoodle'" in error and "dogbreed breeds add NAME" in error
-    assert cli.sql("SELECT COUNT(*) FROM breeds") == [(0,)]
+    assert not cli.db.exists()  # refused before the store was even created
+    cli("breeds")  # an existing store: still nothing added
+    cli("upload", tmp_path / "a.jpg", "-g", "Labradoodle", expect=1)
+    assert cli.sql("SELECT COUNT(*) FROM breeds") == [(0,)] and cli.sql("SELECT COUNT(*) FROM images") == [(0,)]
 
 
 def test_one_breed_matcher_takes_a_unique_prefix_or_word_and_lists_ambiguity(cli, tmp_path):

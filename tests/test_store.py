@@ -318,3 +318,31 @@ def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
         assert store_db.schema_version(conn) == LATEST_VERSION
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.close()
+
+
+def test_opening_a_store_again_in_one_process_never_drops_the_locks_of_its_other_connections(tmp_path):
+    """Reading the file ourselves (open/close) would drop every POSIX lock this process holds on it: another
+    process writing meanwhile then believes it is alone, checkpoints and deletes the WAL on exit, and this
+    process's connections read a stale WAL index ("database disk image is malformed"). A server, the Python API
+    and the test runner all hold connections while opening the store again."""
+    import subprocess
+    import sys
+
+    from dogbreed.store import open_store
+
+    db = tmp_path / "dogbreed.db"
+    held = open_store(db)  # a live connection, as a server or a Store object keeps one
+    writer = (
+        "import sys\nfrom dogbreed.store import open_store\nfrom dogbreed.store.images import NewImage, insert_images\n"
+        "conn = open_store(sys.argv[1])\n"
+        "insert_images(conn, [NewImage(f'{sys.argv[2]}.jpg', sys.argv[2], 'JPEG', 1, 1, b'x' * 9000)])\n"
+        "conn.close()\n"
+    )
+    for i in range(6):
+        open_store(db).close()  # open the store again in this process, as every command does
+        subprocess.run([sys.executable, "-c", writer, str(db), f"{i:064d}"], check=True)
+        assert held.execute("SELECT COUNT(*) FROM images").fetchone()[0] == i + 1
+        again = open_store(db)
+        assert again.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        again.close()
+    held.close()

@@ -125,4 +125,4 @@ def _group(name: str, help_text: str) -> typer.Typer:
 dataset_app = _group("dataset", "The Stanford Dogs dataset: download, inspect, or make a synthetic one.")
 
 # Each module registers its commands on `app` (or `dataset_app`) when imported.
-from dogbreed.cli import breeds, dataset, evaluate, images, misc, models, predict, stats, train  # noqa: E402,F401
+from dogbreed.cli import breeds, dataset, evaluate, images, misc, models, predict, serve, stats, train  # noqa: E402,F401

@@ -129,7 +129,7 @@ def eval_cmd(
             if fmt == "table" and not quiet:
                 err.print(safe(text), soft_wrap=True)
 
-        outcome = evaluate.run(db_path(ctx), request, on_progress=on_progress, on_stage=on_stage)
+        outcome = evaluate.evaluate_model(db_path(ctx), request, on_progress=on_progress, on_stage=on_stage)
     if outcome.choice.warning:
         warn(outcome.choice.warning)
     for text in outcome.notes:
@@ -203,8 +203,9 @@ def print_eval(outcome: Any, quiet: bool) -> None:
         worst_first = sorted(r["per_breed"], key=lambda b: (b["f1"], b["name"]))
         emit(worst_first, PER_BREED_COLUMNS, "table", title="per breed (worst F1 first)")
     if r["most_confused"]:
+        names = r.get("class_names")
         pairs = [
-            {"true": display_name(p["true"]), "predicted": display_name(p["predicted"]), "count": p["count"]}
+            {**p, "true": display_name(p["true"], names), "predicted": display_name(p["predicted"], names)}
             for p in r["most_confused"]
         ]
         columns = [

@@ -19,6 +19,7 @@ from dogbreed.cli.common import (
     RunOpt,
     WeightsOpt,
     cell,
+    db_path,
     emit,
     examples,
     flat_fields,
@@ -113,11 +114,11 @@ def upload_cmd(
     fmt = output_format(as_json, as_csv, as_nl)
     if ground_truth and label_from_folder:
         raise DogbreedError("use either --ground-truth or --label-from-folder, not both")
-    conn = open_db(ctx)
-    breed = labels.resolve(conn, ground_truth) if ground_truth else None
+    breed = labels.resolve_at(db_path(ctx), ground_truth) if ground_truth else None
     files, results = expand_paths(paths)
     if filename and len(files) != 1:
         raise DogbreedError(f"--filename needs exactly one file, got {len(files)}")
+    conn = open_db(ctx)
 
     def report(result: Any) -> None:  # --quiet keeps the refusals: the lines a user has to act on
         if fmt == "table" and (not quiet or result.status == "refused"):

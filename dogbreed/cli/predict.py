@@ -189,7 +189,7 @@ def predict_cmd(
     )
     with _Progress(fmt, quiet) as progress:
         try:
-            outcome = predict.run(
+            outcome = predict.predict_images(
                 db_path(ctx), request, on_progress=progress.advance, on_start=progress.start, on_check=progress.check
             )
         except KeyboardInterrupt:

@@ -130,6 +130,8 @@ def command_line(ctx: typer.Context, leave_out: set[str]) -> list[str]:
         "dogbreed train --resume 7   # continue run 7",
         "dogbreed train --from 7 --finetune --epochs 20   # a new run from run 7's weights",
         "dogbreed train --dataset ~/data/stanford-dogs --nproc 4   # 4 GPUs",
+        "dogbreed train --store   # your labelled photos (add --dataset DIR for both)",
+        "dogbreed train --dataset mydogs/ --add-breeds   # any class folders",
         "dogbreed dataset synthetic && dogbreed train --no-pretrained --image-size 64   # offline: implies --finetune",
     ),
 )
@@ -197,6 +199,15 @@ def train_cmd(
     ),
     tensorboard: Path | None = typer.Option(
         None, "--tensorboard", metavar="DIR", help="Also log epoch metrics for TensorBoard under DIR."
+    ),
+    store: bool = typer.Option(
+        False, "--store", help="Train on the store's labelled images (with --dataset: on both)."
+    ),
+    add_breeds: bool = typer.Option(
+        False, "--add-breeds", help="Class folders naming no known breed become breeds of your own."
+    ),
+    skip_small: bool = typer.Option(
+        False, "--skip-small", help="Leave out breeds with too few images (fewer than 5) instead of refusing."
     ),
     check_engines: bool = typer.Option(
         True,
@@ -267,7 +278,10 @@ def _train(ctx: typer.Context, o: dict[str, Any], listener: Any) -> Any:
     paths = resolve_paths(db=db_path(ctx), dataset=o["dataset"])
     init_from, finetune = o["init_from"], o["finetune"]
     config = TrainConfig(
-        dataset=paths.dataset,
+        dataset=None if o["store"] and o["dataset"] is None else paths.dataset,
+        store=o["store"],
+        add_breeds=o["add_breeds"],
+        skip_small=o["skip_small"],
         checkpoints_dir=paths.checkpoints,
         model=o["model"] if o["model"] is not None or init_from is not None else "ResNet",
         mode=_mode(finetune, o["random_backbone"]),
@@ -335,6 +349,7 @@ def print_train_summary(result: Any) -> None:
         out.print(f"run {result.run_id} interrupted after epoch {len(result.epochs)}{safe(kept)}", soft_wrap=True)
         return
     t = result.test
+    names = t.get("class_names")
     rows = [
         ("precision", result.precision),
         *([("resumed after epoch", result.resumed_after)] if result.resumed_after else []),
@@ -353,7 +368,7 @@ def print_train_summary(result: Any) -> None:
         note(IMAGENET_CAVEAT)
     if t["most_confused"]:
         pairs = ", ".join(
-            f"{display_name(p['true'])} -> {display_name(p['predicted'])} ({p['count']})"
+            f"{display_name(p['true'], names)} -> {display_name(p['predicted'], names)} ({p['count']})"
             for p in t["most_confused"][:5]
         )
         out.print(f"most confused: {safe(pairs)}", soft_wrap=True)

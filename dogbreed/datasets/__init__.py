@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dogbreed.breeds import Vocabulary
 from dogbreed.errors import DogbreedError
 
 if TYPE_CHECKING:
@@ -65,8 +66,17 @@ class OpenedDataset:
         return replace(self, **kept, unreadable={**self.unreadable, **unreadable}, left_out=left_out)
 
 
+@dataclass(frozen=True)
+class StorePart:
+    """The store's labelled images as (part of) a dataset: a fresh snapshot, or the splits a run recorded
+    ({split: [(image id, breed key)]})."""
+
+    db: Path
+    recorded: dict[str, list[tuple[int, str]]] | None = None
+
+
 def open_dataset(
-    root: Path,
+    root: Path | None,
     *,
     seed: int = 0,
     val_fraction: float = 0.1,
@@ -75,28 +85,38 @@ def open_dataset(
     require: Collection[str] = (),
     on_stage: Callable[[str], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    store: StorePart | None = None,
+    vocabulary: Vocabulary | None = None,
+    skip_small: bool = False,
 ) -> OpenedDataset:
-    """Index, split and (with ``verify``) verify the dataset at ``root``; the splits come without the images that
-    cannot be decoded (see ``stanford.verify``, cached in the dataset folder).
+    """Index, split and (with ``verify``) verify the dataset at ``root`` (Stanford's layout, or any class folders),
+    the store's labelled images (``store``), or both; the splits come without the images that cannot be decoded
+    (see ``stanford.verify``, cached in the dataset folder).
 
+    ``vocabulary``: the breeds class folders and stored labels may name (Stanford's alone by default).
     ``require``: the splits that must hold images (training needs all three, evaluation the one it scores),
     checked before the slow verification. ``on_stage`` hears what is being done, ``on_note`` each note about the
-    split (also kept in ``notes``) as soon as it is known. Raises ``DogbreedError`` for a folder that is not a
-    dataset, a damaged split list, or a required split that is empty.
+    split (also kept in ``notes``) as soon as it is known. ``skip_small``: breeds with too few images (folders,
+    store) are left out with a note instead of refused. Raises ``DogbreedError`` for a folder that is not a
+    dataset, a damaged split list, too few images, or a required split that is empty; ``folders.UnknownBreeds``
+    for class folders that name no known breed.
     """
-    from dogbreed.datasets import stanford
+    from dogbreed.datasets import combine, stanford
 
-    index = stanford.scan(root)
-    splits = stanford.make_splits(index, seed=seed, val_fraction=val_fraction, limit_per_class=limit_per_class)
+    vocabulary = vocabulary or Vocabulary()
+    index, splits = combine.index_and_split(
+        root, store, vocabulary, seed=seed, val_fraction=val_fraction, limit=limit_per_class, skip_small=skip_small
+    )
     for note in splits.notes:
         if on_note:
             on_note(note)
-    _check_required(root, splits, require)
+    where = root if root is not None else "the store"
+    _check_required(where, splits, require)
     opened = OpenedDataset(
-        root, index, splits.train, splits.val, splits.test, {}, splits.official, list(splits.notes),
-        synthetic=is_synthetic(root),
+        index.root, index, splits.train, splits.val, splits.test, {}, splits.official, list(splits.notes),
+        synthetic=root is not None and is_synthetic(root),  # the folder's marker (a store of photos has none)
     ).leaving_out({})
-    if not verify:
+    if not verify or index.layout == "store":
         return opened
     if on_stage:
         on_stage(VERIFYING)
@@ -117,7 +137,7 @@ def is_synthetic(root: Path) -> bool:
         return False
 
 
-def _check_required(root: Path, splits: Splits, require: Collection[str]) -> None:
+def _check_required(root: Path | str, splits: Splits, require: Collection[str]) -> None:
     if all(getattr(splits, name) for name in require):
         return
     if len(require) == 1:
@@ -137,3 +157,14 @@ def split_params(run: Any) -> dict[str, Any]:
         "val_fraction": float(params.get("val_fraction", 0.1)),
         "limit_per_class": params.get("limit_per_class"),
     }
+
+
+def run_sources(conn: Any, db_path: Path, run: Any) -> tuple[Path | None, StorePart | None]:
+    """Where a run's data is: its dataset folder (as recorded, None for the store alone) and the stored images it
+    recorded per split (None when it did not train on the store)."""
+    from dogbreed.store.runs import recorded_images
+
+    params = run.params or {}
+    root = params["dataset"] if "dataset" in params else run.dataset
+    store = StorePart(Path(db_path), recorded_images(conn, run.id)) if params.get("store") else None
+    return (Path(root) if root else None), store

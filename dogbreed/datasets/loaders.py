@@ -64,22 +64,42 @@ class TrainTransform:
 
 
 class DatasetImages(Dataset):
-    """Dataset-folder files with their labels; item: (tensor or None, label, relative path)."""
+    """A dataset's pictures with their labels: files of the dataset folder, or stored images ("store:N" samples,
+    read through one read-only connection per process); item: (tensor or None, label, sample path)."""
 
     def __init__(self, index: DatasetIndex, samples: list[Sample], transform, labels: list[int] | None = None):
         self.root, self.samples, self.transform = index.images_dir, samples, transform
+        self.store = str(index.store) if index.store is not None else None
         self.labels = labels if labels is not None else [s.label for s in samples]
+        self._conn = None
+        self._pid = None
 
     def __len__(self) -> int:
         return len(self.samples)
 
+    def _bytes(self, sample: Sample) -> bytes:
+        if sample.image_id is None:
+            return read_regular_file(self.root / sample.path, imaging.MAX_BYTES)
+        if self._conn is None or self._pid != os.getpid():  # a loader worker opens its own
+            from dogbreed.store import connect
+
+            self._conn, self._pid = connect(self.store, readonly=True), os.getpid()
+        from dogbreed.store.images import get_image_bytes
+
+        data = get_image_bytes(self._conn, sample.image_id)
+        if data is None:
+            raise LookupError(f"image {sample.image_id} was deleted")
+        return data
+
     def __getitem__(self, i: int):
         sample = self.samples[i]
         try:
-            data = read_regular_file(self.root / sample.path, imaging.MAX_BYTES)
-            return self.transform(data), self.labels[i], sample.path
+            return self.transform(self._bytes(sample)), self.labels[i], sample.path
         except Exception:
             return None, self.labels[i], sample.path
+
+    def __getstate__(self) -> dict:  # a connection never crosses into a loader worker
+        return {**self.__dict__, "_conn": None, "_pid": None}
 
 
 class StoreImages(Dataset):

@@ -37,21 +37,32 @@ MAX_LIST_BYTES = 16 * 2**20  # Stanford's train_list.mat is 330 KB
 MAX_LIST_EXPANDED = 256 * 2**20  # what a list's compressed parts may inflate to
 
 
+STORE_PREFIX = "store:"  # a sample from the store: "store:<image id>"
+
+
 @dataclass(frozen=True)
 class Sample:
-    path: str  # relative to <dataset>/Images, e.g. "n02085620-Chihuahua/n02085620_10074.jpg"
+    path: str  # relative to the images folder ("n02085620-Chihuahua/n02085620_10074.jpg"), or "store:<image id>"
     label: int  # index into DatasetIndex.classes
+
+    @property
+    def image_id(self) -> int | None:
+        """The store image this sample is (None for a file)."""
+        return int(self.path[len(STORE_PREFIX) :]) if self.path.startswith(STORE_PREFIX) else None
 
 
 @dataclass
 class DatasetIndex:
-    root: Path
+    root: Path  # the dataset folder (for the store alone: the store file)
     classes: list[Breed]
     samples: list[Sample]
+    layout: str = "stanford"  # stanford | folders | store, or "stanford+store" / "folders+store"
+    images_root: Path | None = None  # what file samples are relative to (default: <root>/Images)
+    store: Path | None = None  # the store that "store:N" samples come from
 
     @property
     def images_dir(self) -> Path:
-        return self.root / "Images"
+        return self.images_root or self.root / "Images"
 
     def counts(self) -> dict[str, int]:
         per: dict[str, int] = defaultdict(int)
@@ -269,6 +280,8 @@ def verify(index: DatasetIndex, on_progress: Callable[[int, int], None] | None =
     """
     from dogbreed.imaging import ImageRejected, validate
 
+    if index.layout == "store":
+        return {}  # stored images were decoded when they were stored
     cache_path = index.root / VERIFY_CACHE
     try:
         cache = json.loads(read_regular_file(cache_path, 64 * 2**20))
@@ -280,6 +293,8 @@ def verify(index: DatasetIndex, on_progress: Callable[[int, int], None] | None =
     fresh: dict[str, list] = {}
     total = len(index.samples)
     for i, sample in enumerate(index.samples, 1):
+        if sample.image_id is not None:
+            continue  # a stored image was decoded when it was stored
         path = index.images_dir / sample.path
         try:
             st = path.stat()

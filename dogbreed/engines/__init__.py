@@ -11,7 +11,8 @@ takes the fastest option this machine really has (``cpu`` detects native bf16) t
 Fastest first, as measured on a 2-core AVX512_BF16 EPYC (ResNet18, 224 px, batch 16, forward alone): OpenVINO
 bf16 (~2.4x torch fp32), torch bf16 autocast (~1.8x), OpenVINO f32 (~1.2x), torch fp32.
 
-Adding an engine is one new module in this package with an ``Engine`` subclass, named in ``_MODULES``.
+Adding an engine is one new module in this package with an ``Engine`` subclass (``ENGINE = MyEngine``) and its
+line in ``REGISTRY``.
 
 Light module: importing it imports neither torch nor any engine's library, and neither does an auto choice that
 lands on OpenVINO for a model it has already converted.
@@ -40,17 +41,33 @@ if TYPE_CHECKING:
     from dogbreed.models.sources import ModelSource
     from dogbreed.store.evaluations import EngineCheck
 
-ENGINES = ("torch", "openvino")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
-_MODULES = {"torch": "dogbreed.engines.torch", "openvino": "dogbreed.engines.openvino"}
-_LIBRARIES = {"torch": "torch", "openvino": "openvino"}
-# Fastest first (see the module doc); the last one is the reference.
-_ORDER = {
-    "cpu": (("openvino", "bf16"), ("torch", "bf16"), ("openvino", "fp32"), ("torch", "fp32")),
-    "cuda": (("torch", "bf16"), ("torch", "fp16"), ("torch", "fp32")),
-    "mps": (("torch", "fp32"),),
+
+
+@dataclass(frozen=True)
+class Registration:
+    """An engine as the light choice sees it, without importing it: its module, the library it needs, and where
+    auto may pick it: {device kind: {precision: speed rank}} (lower is faster; ranks of all engines compared)."""
+
+    module: str
+    library: str
+    ranks: dict[str, dict[str, int]]
+
+
+_TORCH_GPU = {"cuda": {"bf16": 1, "fp16": 2, "fp32": 9}, "mps": {"fp32": 9}}
+# One line per engine (measured on a 2-core AVX512_BF16 EPYC, ResNet18 224 px, batch 16, forward alone).
+REGISTRY = {
+    "torch": Registration("dogbreed.engines.torch", "torch", {"cpu": {"bf16": 2, "fp32": 9}, **_TORCH_GPU}),
+    "openvino": Registration("dogbreed.engines.openvino", "openvino", {"cpu": {"bf16": 1, "fp32": 3}}),
 }
+ENGINES = tuple(REGISTRY)
 REFERENCE = ("torch", "fp32")
+
+
+def _order(kind: str) -> tuple[tuple[str, str], ...]:
+    """What auto tries on a device kind, fastest first; the fp32 reference last."""
+    ranked = [(rank, e, p) for e, reg in REGISTRY.items() for p, rank in reg.ranks.get(kind, {}).items()]
+    return tuple((e, p) for _, e, p in sorted(ranked, key=lambda r: (r[0], (r[1], r[2]) == REFERENCE)))
 
 
 @dataclass(frozen=True)
@@ -138,7 +155,7 @@ class Engine(ABC):
 
 
 def installed(name: str) -> bool:
-    return importlib.util.find_spec(_LIBRARIES[name]) is not None
+    return importlib.util.find_spec(REGISTRY[name].library) is not None
 
 
 def cpu_execution(n_jobs: int, batch_size: int, workers: int | None, threads: int | None, fork_ok: bool) -> Execution:
@@ -152,10 +169,10 @@ def cpu_execution(n_jobs: int, batch_size: int, workers: int | None, threads: in
 
 
 def engine_class(name: str) -> type[Engine]:
-    if name not in _MODULES:
+    if name not in REGISTRY:
         raise DogbreedError(f"unknown engine {name!r}; use auto or one of {', '.join(ENGINES)}")
     try:
-        module = importlib.import_module(_MODULES[name])
+        module = importlib.import_module(REGISTRY[name].module)
     except ImportError as exc:
         raise DogbreedError(f"the {name} engine is not installed here ({exc.name} is missing)") from None
     return module.ENGINE
@@ -206,7 +223,7 @@ def choose(
         choice = engine_class(engine).choose(source, dev, precision)
         return Choice(choice.engine, choice.precision, choice.device, choice.note, warning or choice.warning)
     kind = dev.split(":")[0]
-    order = [(e, p) for e, p in _ORDER.get(kind, _ORDER["mps"]) if engine in ("auto", e) and precision in ("auto", p)]
+    order = [(e, p) for e, p in _order(kind) or _order("mps") if engine in ("auto", e) and precision in ("auto", p)]
     if not order and engine != "auto":
         order = [(engine, "fp32")]
     if not order and precision == "fp16":

@@ -135,14 +135,11 @@ def _check_is_ours(path: Path) -> None:
         raise DogbreedError(f"store path {path} is not a regular file; point --db or DOGBREED_DB at a .db file")
     if st.st_size == 0:
         return
-    with open(path, "rb") as fh:
-        header = fh.read(16)
-    if header != b"SQLite format 3\x00":
-        raise DogbreedError(
-            f"{path} is not an SQLite database, so not a dogbreed store; point --db or DOGBREED_DB elsewhere"
-        )
+    # Never open() the file ourselves: closing any descriptor of a database drops every POSIX lock this process
+    # holds on it, including those of its other SQLite connections (a server, the Python API, the test runner),
+    # and another process may then checkpoint and delete the WAL under them. SQLite itself reads the header.
     # immutable: no lock and no -wal/-shm files created beside someone else's file; only when a -wal exists (a
-    # database in use) is it read the ordinary way, so that tables still in that log are seen
+    # database in use) is it read the ordinary way, so that tables still in that log are seen.
     in_use = Path(f"{path}-wal").exists()
     try:
         probe = sqlite3.connect(_uri(path, "ro", immutable=not in_use), uri=True, timeout=BUSY_TIMEOUT_MS / 1000)
@@ -151,6 +148,10 @@ def _check_is_ours(path: Path) -> None:
         finally:
             probe.close()
     except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc):
+            raise DogbreedError(
+                f"{path} is not an SQLite database, so not a dogbreed store; point --db or DOGBREED_DB elsewhere"
+            ) from None
         raise DogbreedError(f"cannot read store {path}: {_explain(exc, path)}") from None
     user_tables = {t for t in tables if not t.startswith("sqlite_")}
     if user_tables and not {"schema_version", "images"} <= user_tables:

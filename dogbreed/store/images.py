@@ -234,3 +234,23 @@ def delete_images(conn: sqlite3.Connection, image_ids: Sequence[int]) -> list[in
             if conn.execute("DELETE FROM images WHERE id = ?", (image_id,)).rowcount:
                 deleted.append(image_id)
     return deleted
+
+
+def newest_images(
+    conn: sqlite3.Connection, *, limit: int = 24, before_id: int | None = None, breed: str | None = None
+) -> list[ImageListing]:
+    """One page of images, newest first (keyset: ``id < before_id``), each with its newest prediction's top-1: the
+    web page's gallery."""
+    where, params = [], []
+    if breed is not None:
+        where.append("i.ground_truth = ?")
+        params.append(breed)
+    if before_id is not None:
+        where.append("i.id < ?")
+        params.append(before_id)
+    sql = (
+        f"SELECT {_COLUMNS}, p.top1, p.top1_prob, p.dog_probability, p.model_name FROM "
+        f"(SELECT * FROM images i {'WHERE ' + ' AND '.join(where) if where else ''} "
+        "ORDER BY i.id DESC LIMIT ?) i" + _LATEST_PREDICTION + " ORDER BY i.id DESC"
+    )
+    return [ImageListing(**dict(r)) for r in conn.execute(sql, (*params, limit))]

@@ -68,14 +68,20 @@ class JobRecord:
         return asdict(self)
 
 
-def requeue_abandoned(conn: sqlite3.Connection, model_key: str | None = None) -> int:
+def _owner_alive(pid: int | None, own_alive: bool) -> bool:
+    """Whether a running job's owner is alive. This process's own running jobs count as stale (a reused pid) unless
+    ``own_alive``: a long-lived process (``dogbreed serve``) plans new jobs while it runs others."""
+    return pid_alive(pid) or (own_alive and pid == os.getpid())
+
+
+def requeue_abandoned(conn: sqlite3.Connection, model_key: str | None = None, *, own_alive: bool = False) -> int:
     """Queue again the running jobs whose owner process no longer exists. Call inside ``write``."""
     sql = "SELECT id, owner_pid FROM jobs WHERE status = 'running'"
     params: tuple = ()
     if model_key:
         sql += " AND model_key = ?"
         params = (model_key,)
-    dead = [row[0] for row in conn.execute(sql, params) if not pid_alive(row[1])]
+    dead = [row[0] for row in conn.execute(sql, params) if not _owner_alive(row[1], own_alive)]
     for job_id in dead:
         conn.execute("UPDATE jobs SET status = 'queued', owner_pid = NULL, started_at = NULL WHERE id = ?", (job_id,))
     return len(dead)
@@ -131,10 +137,10 @@ def plan(conn: sqlite3.Connection, image_ids: Sequence[int] | None, model: Model
     return job_ids
 
 
-def queued_ids(conn: sqlite3.Connection, model_key: str) -> list[int]:
+def queued_ids(conn: sqlite3.Connection, model_key: str, *, own_alive: bool = False) -> list[int]:
     """This model's queued jobs (abandoned ones included), oldest first."""
     with write(conn):
-        requeue_abandoned(conn, model_key)
+        requeue_abandoned(conn, model_key, own_alive=own_alive)
         return [
             r[0]
             for r in conn.execute(
@@ -292,3 +298,48 @@ def status_counts(conn: sqlite3.Connection) -> dict[str, int]:
     counts["running"] -= gone
     counts[ABANDONED] = gone
     return counts
+
+
+def plan_each(conn: sqlite3.Connection, image_ids: Sequence[int], model: ModelId) -> dict[int, int]:
+    """Which job will predict each image with one model, queuing what is missing: {image id: job id}.
+
+    Like ``plan`` without ``only_missing``, except that an image a live process is already predicting keeps that
+    running job (so a caller can wait for it) instead of getting none. Images deleted meanwhile are left out. For
+    long-lived callers: the jobs this process itself is running are alive.
+    """
+    wanted = list(dict.fromkeys(image_ids))
+    jobs: dict[int, int] = {}
+    with write(conn):
+        requeue_abandoned(conn, model.key, own_alive=True)
+        now = utcnow()
+        for chunk in chunked(wanted):
+            marks = placeholders(len(chunk))
+            live = {r[0] for r in conn.execute(f"SELECT id FROM images WHERE id IN ({marks})", chunk)}
+            active = conn.execute(
+                f"SELECT image_id, id FROM jobs WHERE model_key = ? AND status IN ('queued', 'running') "
+                f"AND image_id IN ({marks}) ORDER BY id",
+                (model.key, *chunk),
+            )
+            for image_id, job_id in active:
+                jobs.setdefault(image_id, job_id)
+            for image_id in chunk:
+                if image_id in live and image_id not in jobs:
+                    jobs[image_id] = conn.execute(
+                        "INSERT INTO jobs (image_id, model_key, model_ref, model_name, status, created_at) "
+                        "VALUES (?, ?, ?, ?, 'queued', ?)",
+                        (image_id, model.key, model.ref, model.name, now),
+                    ).lastrowid
+    return {image_id: jobs[image_id] for image_id in wanted if image_id in jobs}
+
+
+def job_states(conn: sqlite3.Connection, job_ids: Sequence[int]) -> dict[int, str]:
+    """{job id: status} (abandoned for a running job whose process is gone; this process's own are alive); a job
+    deleted with its image is missing from the answer."""
+    states: dict[int, str] = {}
+    for chunk in chunked(list(job_ids)):
+        rows = conn.execute(
+            f"SELECT id, status, owner_pid FROM jobs WHERE id IN ({placeholders(len(chunk))})", chunk
+        ).fetchall()
+        for job_id, status, owner in rows:
+            states[job_id] = ABANDONED if status == "running" and not _owner_alive(owner, True) else status
+    return states

@@ -283,3 +283,21 @@ def store_summary(conn: sqlite3.Connection, dog_threshold: float) -> dict[str, A
         "dog_probability_known": dog_known,
         "runs": conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0],
     }
+
+
+def record_images(conn: sqlite3.Connection, run_id: int, rows: list[tuple[int, str, str]]) -> None:
+    """(image id, split, label) of every stored image a run trains, validates or tests on."""
+    with write(conn):
+        conn.executemany(
+            "INSERT OR REPLACE INTO run_images (run_id, image_id, split, label) VALUES (?, ?, ?, ?)",
+            [(run_id, image_id, split, label) for image_id, split, label in rows],
+        )
+
+
+def recorded_images(conn: sqlite3.Connection, run_id: int) -> dict[str, list[tuple[int, str]]]:
+    """{split: [(image id, label)]} of the stored images a run recorded, in image order."""
+    found: dict[str, list[tuple[int, str]]] = {"train": [], "val": [], "test": []}
+    rows = conn.execute("SELECT image_id, split, label FROM run_images WHERE run_id = ? ORDER BY image_id", (run_id,))
+    for image_id, split, label in rows:
+        found[split].append((image_id, label))
+    return found

@@ -16,7 +16,7 @@ from dogbreed.errors import DogbreedError
 
 @dataclass
 class TrainConfig:
-    dataset: Path
+    dataset: Path | None  # a Stanford-layout or class-folder dataset (None: the store's labelled images alone)
     checkpoints_dir: Path
     model: str | None = "ResNet"  # None: the warm-start source's architecture (else ResNet)
     mode: str | None = None  # None: extractor on ImageNet weights, finetune without them (warm start: its source's)
@@ -37,8 +37,18 @@ class TrainConfig:
     precision: str = "auto"
     init_from: str | None = None  # warm start: a run id or a dogbreed checkpoint path
     tensorboard: Path | None = None
+    store: bool = False  # train on the store's labelled images too (alone, with dataset=None)
+    add_breeds: bool = False  # class folders naming no known breed become breeds of your own
+    skip_small: bool = False  # leave out breeds with too few images instead of refusing
     random_backbone: bool = False  # extractor mode on a frozen RANDOM backbone, on purpose (tests, experiments)
     check_engines: bool = True  # at the end, measure the faster engines against fp32 (what predict's auto needs)
+
+    @property
+    def data_name(self) -> str:
+        """What the run's record calls its data: the dataset folder, "store", or both."""
+        if self.dataset is None:
+            return "store"
+        return f"{self.dataset} + store" if self.store else str(self.dataset)
 
     def params(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
@@ -56,6 +66,8 @@ class TrainConfig:
 
     def check(self, fresh: bool = True) -> None:
         """A one-line error for a setting no run can start with (``fresh``: a new run, not a resumed one)."""
+        if self.dataset is None and not self.store:
+            raise DogbreedError("say which data: --dataset DIR, --store (the store's labelled images), or both")
         if self.epochs < 1:
             raise DogbreedError("--epochs must be at least 1")
         if not math.isfinite(self.lr) or self.lr <= 0:

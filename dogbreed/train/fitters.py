@@ -18,6 +18,7 @@ from dogbreed.imaging import Preprocessing
 from dogbreed.train import distributed
 from dogbreed.train.config import TrainConfig
 from dogbreed.train.distributed import Context
+from dogbreed.train.features import FeatureCache, backbone_key, image_keys
 from dogbreed.train.loops import Evaluation, Loop, in_order
 
 Trained = tuple[float, float, float]  # the epoch's training loss, accuracy and macro F1
@@ -103,22 +104,50 @@ class CachedHeadFitter:
         self.optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.lr, weight_decay=1e-4)
         self.features: tuple | None = None
         self.generator = torch.Generator()  # unused: each epoch's head loader is seeded by the epoch
+        self._features_cache: FeatureCache | None = None
 
     @property
     def skipped(self) -> set[str]:
         return self.loop.skipped
 
+    def _cache(self) -> FeatureCache:
+        if self._features_cache is None:
+            from dogbreed.config import resolve_paths
+
+            key = backbone_key(self.model, self.prep, self.loop.amp.name)
+            self._features_cache = FeatureCache.open(resolve_paths().cache / "features", key)
+        return self._features_cache
+
+    def _compute(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+        """{sample path: feature} of the images the backbone has not seen yet (unreadable ones left out)."""
+        if not samples:
+            return {}
+        cfg = self.config
+        images = DatasetImages(self.data.index, samples, EvalTransform(self.prep))
+        feats, _, paths = self.loop.extract(self.model, loader(images, cfg.batch, workers=cfg.workers, seed=cfg.seed))
+        return dict(zip(paths, feats))
+
+    def _extract_share(self, share: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """This rank's features: read back from the cache where this backbone saw the image before, computed (and
+        kept) for the rest."""
+        cache = self._cache()
+        keys = dict(zip((s.path for s in share), image_keys(self.data.index, share)))
+        features = {s.path: torch.from_numpy(f) for s in share if (f := cache.load(keys[s.path])) is not None}
+        self.loop.listener.advance(len(features))
+        computed = self._compute([s for s in share if s.path not in features])
+        for path, feature in computed.items():
+            cache.save(keys[path], feature.numpy())
+        features.update(computed)
+        kept = [s for s in share if s.path in features]
+        if not kept:
+            return torch.zeros(0, self.model.feature_dim), torch.zeros(0, dtype=torch.long), []
+        stacked = torch.stack([features[s.path].float() for s in kept])
+        return stacked, torch.tensor([s.label for s in kept]), [s.path for s in kept]
+
     def _extract_part(self, part: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
-        cfg, ctx = self.config, self.loop.ctx
+        ctx = self.loop.ctx
         share = [part[i] for i in ctx.shard(len(part))]
-        batches = loader(
-            DatasetImages(self.data.index, share, EvalTransform(self.prep)),
-            cfg.batch,
-            workers=cfg.workers,
-            seed=cfg.seed,
-        )
-        feats, labels, keys = self.loop.extract(self.model, batches)
-        parts = distributed.gather(ctx, (feats, labels, keys))
+        parts = distributed.gather(ctx, self._extract_share(share))
         keys = [k for p in parts for k in p[2]]
         if not keys:
             raise DogbreedError("no readable images to extract features from")

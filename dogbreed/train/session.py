@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from dogbreed.breeds import is_own
 from dogbreed.datasets import PARTS, OpenedDataset, open_dataset
 from dogbreed.datasets.loaders import DatasetImages, EvalTransform, loader
 from dogbreed.errors import DogbreedError
@@ -29,6 +30,7 @@ from dogbreed.formats.checkpoint import save_checkpoint
 from dogbreed.metrics import build_report
 from dogbreed.models.build import check_input_size
 from dogbreed.models.devices import select_device
+from dogbreed.train import data as data_sources
 from dogbreed.train import distributed, plan, state
 from dogbreed.train.config import Listener, Terminated, TrainConfig, TrainResult
 from dogbreed.train.distributed import Context
@@ -189,7 +191,8 @@ class Session:
         """Everything up to the opened run record: settings checked, seeds, device, precision, data, model."""
         config, ctx = self.config, self.ctx
         config.check(fresh=self.resume_id is None)
-        config.dataset = Path(config.dataset).expanduser().resolve()  # the record must find it from anywhere
+        if config.dataset is not None:
+            config.dataset = Path(config.dataset).expanduser().resolve()  # the record must find it from anywhere
         if config.tensorboard is not None:
             check_tensorboard()
         state.seed_everything(config.seed + ctx.rank)
@@ -209,20 +212,27 @@ class Session:
         """The dataset split and verified; unreadable images are left out of every split. Rank 0 verifies; the
         others take its verdict."""
         config, listener = self.config, self.listener
-        data = open_dataset(
+        data = self._opened(data_sources.vocabulary(self.db_path, config, self.ctx, listener))
+        bad = distributed.broadcast(self.ctx, data.unreadable)
+        for path, reason in sorted(bad.items()):
+            listener.warn(f"skipping unreadable dataset image {path}: {reason}")
+        return data.leaving_out(bad)
+
+    def _opened(self, vocabulary: Any) -> OpenedDataset:
+        config = self.config
+        return open_dataset(
             config.dataset,
             seed=config.seed,
             val_fraction=config.val_fraction,
             limit_per_class=config.limit_per_class,
             verify=self.ctx.main,
             require=PARTS,
-            on_stage=listener.stage,
-            on_note=listener.warn,
+            on_stage=self.listener.stage,
+            on_note=self.listener.warn,
+            store=data_sources.store_part(self.db_path, config, self.resume_id),
+            vocabulary=vocabulary,
+            skip_small=config.skip_small,
         )
-        bad = distributed.broadcast(self.ctx, data.unreadable)
-        for path, reason in sorted(bad.items()):
-            listener.warn(f"skipping unreadable dataset image {path}: {reason}")
-        return data.leaving_out(bad)
 
     def _build_model(self) -> None:
         """Rank 0 decides the model (fresh, warm-started or resumed) and loads its weights; every rank builds the
@@ -260,7 +270,7 @@ class Session:
             "model": chosen.arch,
             "mode": chosen.mode,
             "device": self.device_label,
-            "dataset": str(config.dataset),
+            "dataset": config.data_name,
             "params": params,
             "num_classes": len(self.classes),
             "precision": self.precision.name,
@@ -270,6 +280,8 @@ class Session:
         }
         self.record.open(self.db_path, self.resume_id, values)
         self.record.result.precision = self.precision.name
+        if self.ctx.main and self.resume_id is None:
+            data_sources.record_store_splits(self.record.conn, self.record.id, self.data)
 
     def _start_fitting(self) -> int:
         """The fitter, its scheduler and gradient scaler, restored when resuming. Returns the first epoch to train."""
@@ -383,7 +395,8 @@ class Session:
         model.load_state_dict(record.best_state)
         model.eval()
         test = self._score_test()
-        report = build_report(test.y_true, test.probs, [c[0] for c in self.classes], test.keys)
+        own = {key: name for key, name in self.classes if is_own(key)}
+        report = build_report(test.y_true, test.probs, [c[0] for c in self.classes], test.keys, names=own)
         report["imagenet_overlap"] = self.plan.imagenet_overlap
         failed = set().union(*distributed.gather(self.ctx, self.fitter.skipped)) | set(test.failed)
         record.finish(model, report, skipped_images(data.unreadable, failed))
@@ -402,7 +415,9 @@ class Session:
         if not checks.candidates_for(device):
             return
         source = sources.from_checkpoint(record.checkpoint, run_id=record.id)
-        images = checks.held_out_images(self.data, f"run {record.id}'s dataset", checks.TRAIN_CHECK_IMAGES)
+        images = checks.held_out_images(
+            self.data, f"run {record.id}'s dataset", checks.TRAIN_CHECK_IMAGES, db=Path(self.db_path)
+        )
         self.listener.stage(f"measuring the faster engines against fp32 (for predict's auto) on {images.description}")
         self.listener.start("checking engines", len(images))
         seen = [0]
