@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 
 import nox
@@ -43,8 +44,8 @@ def demo(session: nox.Session) -> None:
     _install(session)
     env = {"DOGBREED_HOME": os.path.abspath(DEMO_HOME), "DOGBREED_CHECKPOINTS": os.path.abspath("checkpoints")}
 
-    def dogbreed(*args: str) -> None:
-        session.run("dogbreed", *args, env=env)
+    def dogbreed(*args: str, silent: bool = False) -> str:
+        return session.run("dogbreed", *args, env=env, silent=silent) or ""
 
     if not os.path.isdir(os.path.join(DEMO_DATA, "Images")):
         dogbreed("dataset", "synthetic", "--dataset", DEMO_DATA, "--breeds", "6", "--per-class", "40")
@@ -56,6 +57,7 @@ def demo(session: nox.Session) -> None:
         "--model",
         "ResNet",
         "--no-pretrained",
+        "--finetune",  # from scratch, the whole network: a head on a frozen random backbone would learn nothing
         "--image-size",
         "64",
         "--epochs",
@@ -67,6 +69,9 @@ def demo(session: nox.Session) -> None:
         "--name",
         "demo",
     )
+    # a model trained on synthetic data never answers for photos by default: the demo pins its run on purpose
+    run = json.loads(dogbreed("stats", "--json", silent=True))["runs"][0]["id"]
+    dogbreed("models", "--default", f"run:{run}")
     dogbreed("upload", *sorted(glob.glob(f"{DEMO_DATA}/Images/*/*_0000[0-1].jpg")), "--label-from-folder")
     dogbreed("predict", "--pending")
     dogbreed("list", "--limit", "12")

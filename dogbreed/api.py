@@ -43,7 +43,14 @@ class Prediction:
 
     @property
     def probability(self) -> float | None:
+        """The top breed's probability AMONG THE BREEDS THE MODEL KNOWS (not "that it is a dog": see
+        ``dog_probability``)."""
         return self.top[0].probability if self.top else None
+
+    @property
+    def probability_among_breeds(self) -> float | None:
+        """The same figure as ``probability``, under a name that says what it is."""
+        return self.probability
 
     @property
     def is_dog(self) -> bool | None:

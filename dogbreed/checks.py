@@ -4,7 +4,13 @@ the accuracy guard (``engines.guard``) reads.
 Held-out images, in order of preference: the test split of ``--dataset`` (the user asked for it), the test split
 of the model's training run (its own dataset, seed and split rules), the test split of the default dataset (ready
 models), else images from the store (labelled ones first, since only they give accuracies). int8 calibration uses
-the matching training split, or other stored images, never the held-out ones.
+the matching training split, or other stored images, never the held-out ones. Agreement with the fp32 model needs no
+labels, so a test split smaller than the guard's minimum is topped up with validation, then training images (an
+int8 export's accuracy check is not: it keeps to held-out images).
+
+Nobody has to run a command for these checks: ``train`` measures them at its end (``held_out_images`` of its own
+splits), and ``predict`` at auto measures a ready ImageNet model once on stored images when the store has enough
+(``measure_once``).
 
 Each image is decoded once and run through the fp32 torch reference and every candidate.
 """
@@ -21,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from dogbreed.engines import Choice, Engine, load_engine
+from dogbreed.engines import Choice, Engine, guard, load_engine
 from dogbreed.engines import cpu as cpu_features
 from dogbreed.errors import DogbreedError
 from dogbreed.models.sources import ModelSource
@@ -96,12 +102,13 @@ class _Dataset:
     train: list[tuple[Path | int, str]]
     what: str  # "run 3's dataset /x" or "/x"
     db: Path | None = None  # the store the stored images come from
+    val: list[tuple[Path | int, str]] = field(default_factory=list)
 
 
 def _dataset(conn: sqlite3.Connection, root: Path | None, run: Any, what: str) -> _Dataset | None:
-    """The test and training splits of ``root`` (and of the stored images a run recorded), made as training made
-    them (the run's seed, validation fraction and per-breed limit: ``datasets.split_params``); None when it is not
-    a usable dataset."""
+    """The splits of ``root`` (and of the stored images a run recorded), made as training made them (the run's
+    seed, validation fraction and per-breed limit: ``datasets.split_params``); None when it is not a usable
+    dataset."""
     from dogbreed.datasets import open_dataset, run_sources, split_params
     from dogbreed.labels import vocabulary
 
@@ -112,6 +119,12 @@ def _dataset(conn: sqlite3.Connection, root: Path | None, run: Any, what: str) -
         data = open_dataset(root, **split_params(run), verify=False, store=store, vocabulary=vocabulary(conn))
     except (DogbreedError, OSError, ValueError):
         return None
+    return _splits(data, what, database_path(conn))
+
+
+def _splits(data: Any, what: str, db: Path | None) -> _Dataset:
+    """An ``OpenedDataset``'s splits as (file or stored image id, breed key) lists; ``db``: the store stored images
+    come from."""
 
     def refs(samples) -> list[tuple[Path | int, str]]:
         return [
@@ -119,8 +132,32 @@ def _dataset(conn: sqlite3.Connection, root: Path | None, run: Any, what: str) -
             for s in samples
         ]
 
-    db = database_path(conn)
-    return _Dataset(Path(root) if root else db, refs(data.test), refs(data.train), what, db)
+    root = Path(data.root) if data.root else db
+    return _Dataset(root, refs(data.test), refs(data.train), what, db, refs(data.val))
+
+
+def held_out_images(
+    data: Any, what: str, limit: int, db: Path | None = None, minimum: int = guard.MIN_IMAGES
+) -> ImageSet:
+    """Images to measure agreement on from an ``OpenedDataset`` (``db``: the store its stored images are in): a
+    seeded sample of up to ``limit`` test images, topped up with validation, then training images up to ``minimum``
+    when the test split is smaller (agreement with the fp32 model needs no labels, and a model agrees with itself on
+    images it trained on no more readily than on others). The description says which."""
+    return _topped_up(_splits(data, what, db), limit, minimum)
+
+
+def _topped_up(found: _Dataset, limit: int, minimum: int) -> ImageSet:
+    chosen = _sample(found.test, limit)
+    parts = [f"{len(chosen)} of {len(found.test)} images of the test split"]
+    for name, items in (("validation", found.val), ("training", found.train)):
+        short = min(minimum, limit) - len(chosen)
+        if short <= 0 or not items:
+            continue
+        extra = _sample(items, short)
+        chosen += extra
+        parts.append(f"{len(extra)} of the {name} split")
+    refs, labels = [p for p, _ in chosen], [w for _, w in chosen]
+    return ImageSet(f"{' + '.join(parts)} of {found.what}", refs, labels, found.db)
 
 
 def _find_dataset(conn: sqlite3.Connection, source: ModelSource, dataset: Path | None) -> _Dataset | None:
@@ -179,9 +216,9 @@ def export_images(
     """(held-out images for the check, calibration images for int8), disjoint; either may be empty."""
     found = _find_dataset(conn, source, dataset)
     if found is not None and found.test:
-        held = _from_dataset(found, "test", n_check)
-        calib = _from_dataset(found, "train", n_calibration) if n_calibration else None
-        return held, calib
+        if not n_calibration:  # agreement alone: a small test split is topped up
+            return _topped_up(found, n_check, guard.MIN_IMAGES), None
+        return _from_dataset(found, "test", n_check), _from_dataset(found, "train", n_calibration)
     labelled, unlabelled = _store_images(conn, n_check + n_calibration)
     total = len(labelled) + len(unlabelled)
     if total == 0:
@@ -422,3 +459,42 @@ def check_export(
     results = measure(reference, loaded, images, on_progress)
     record(conn, source.key, results, images.description)
     return results
+
+
+# ---------------------------------------------------------------- measured without being asked
+
+AUTO_CHECK_IMAGES = 128  # a ready model's one automatic check: above the guard's minimum, seconds per engine
+TRAIN_CHECK_IMAGES = 200  # what train measures its model on at its end (a seeded sample of the test split)
+
+
+def needs_check(conn: sqlite3.Connection, source: ModelSource, device: str) -> bool:
+    """Whether predict at auto should measure ``source`` before choosing: a ready ImageNet model with no check
+    recorded on this device kind, on a machine that has something faster to check. (A trained model was measured
+    by ``train``; an export by ``export``.)"""
+    from dogbreed.store.evaluations import checks_for
+
+    if source.kind != "ready":
+        return False
+    kind = device.split(":")[0]
+    if any((c.device or "cpu") == kind and c.target_key is None for c in checks_for(conn, source.key)):
+        return False
+    return bool(candidates_for(device))
+
+
+def measure_once(
+    conn: sqlite3.Connection,
+    source: ModelSource,
+    device: str,
+    on_start: Callable[[ImageSet], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ImageSet | None:
+    """Measure and record ``source``'s checks on a seeded sample of ``AUTO_CHECK_IMAGES`` held-out images (the
+    default dataset's test split, else stored images) when there are at least the guard's minimum; None, measuring
+    nothing, when there are fewer."""
+    images, _ = export_images(conn, source, None, AUTO_CHECK_IMAGES)
+    if images is None or len(images) < guard.MIN_IMAGES:
+        return None
+    if on_start:
+        on_start(images)
+    check_model(conn, source, images, device, on_progress)
+    return images

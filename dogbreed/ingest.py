@@ -176,6 +176,9 @@ def upload(
             record = records.get(done.image_id)
             note = "ground truth added to the stored image" if done.labelled else _label_kept(record, item.ground_truth)
             status = "new" if done.created else "duplicate"
+            if status == "duplicate" and record is not None:  # the stored name may not be this file's
+                same = f"same bytes as image {record.id} ({printable(record.filename)})"
+                note = f"{same}; {note}" if note else same
             label = names.name(record.ground_truth) if record and record.ground_truth else None
             yield UploadResult(printable(str(path)), status, note, record, label)
         pause_point()  # tests only (DOGBREED_PAUSE_WHILE): a batch is stored and reported, the rest is not

@@ -66,6 +66,8 @@ class PredictOutcome:
     background_pid: int | None = None
     log: Path | None = None
     store_empty: bool = False  # --all/--pending on a store without images
+    measured: str | None = None  # the held-out images a ready model's checks were just measured on (once)
+    measure_error: str | None = None  # why that measurement failed (predict goes on at the checked choice)
 
     @property
     def rate(self) -> float:
@@ -87,9 +89,11 @@ def predict_images(
     request: PredictRequest,
     on_progress: Callable[[int, int, int], None] | None = None,
     on_start: Callable[[PredictOutcome], None] | None = None,
+    on_check: Callable[[str, int, int], None] | None = None,
 ) -> PredictOutcome:
     """Plan, run and record one predict request. ``on_start`` is called once the model and the jobs are known,
-    ``on_progress(done, failed, total)`` after every batch."""
+    ``on_progress(done, failed, total)`` after every batch, ``on_check(what, done, total)`` while a ready model's
+    engine checks are measured (once, before its first predict at auto: ``checks.measure_once``)."""
     from dogbreed.models import sources
     from dogbreed.store import open_store, predictions
     from dogbreed.store.images import list_images
@@ -98,8 +102,10 @@ def predict_images(
     conn = open_store(db_path)
     try:
         source = request.source or sources.resolve(conn)
+        measured = _measure_first(conn, source, request, on_check)
         choice = choose_for(conn, source, request.device, request.engine, request.precision)
         outcome = PredictOutcome(source, choice)
+        outcome.measured, outcome.measure_error = measured
         engine = None
         if not request.background:  # load now: a model that cannot be built fails before any job exists
             started = time.perf_counter()
@@ -124,6 +130,42 @@ def predict_images(
     finally:
         _PRELOADED.clear()
         conn.close()
+
+
+def _measure_first(
+    conn: sqlite3.Connection,
+    source: ModelSource,
+    request: PredictRequest,
+    on_check: Callable[[str, int, int], None] | None,
+) -> tuple[str | None, str | None]:
+    """A ready model that auto would keep at torch fp32 only for want of a check is measured once, here, on
+    held-out images (``checks.measure_once``): auto then picks the fastest engine that passed, now and later.
+    (description of the images, None) when measured, (None, why) when the measurement failed, else (None, None)."""
+    if request.background or request.engine != "auto" or request.precision != "auto" or source.kind != "ready":
+        return None, None
+    from dogbreed import checks
+    from dogbreed.engines import resolve_device
+
+    device, _ = resolve_device(request.device, "auto")
+    if not checks.needs_check(conn, source, device):
+        return None, None
+    what = ""
+
+    def started(images: checks.ImageSet) -> None:
+        nonlocal what
+        what = f"measuring the faster engines once, on {images.description}"
+        if on_check:
+            on_check(what, 0, len(images))
+
+    def progress(done: int, total: int) -> None:
+        if on_check:
+            on_check(what, done, total)
+
+    try:
+        images = checks.measure_once(conn, source, device, started, progress)
+    except DogbreedError as exc:
+        return None, str(exc)
+    return (images.description if images is not None else None), None
 
 
 def _target_ids(conn: sqlite3.Connection, request: PredictRequest, outcome: PredictOutcome) -> list[int] | None:

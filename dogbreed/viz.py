@@ -21,6 +21,7 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     plt.rcParams["text.parse_math"] = False  # a '$' in a file name is a dollar sign, not mathtext
+    plt.rcParams["svg.fonttype"] = "none"  # SVG text stays text: selectable, searchable, smaller
     return plt
 
 
@@ -86,19 +87,19 @@ def render_view(
         probs = [s.probability * 100 for s in top][::-1]
         colors = ["tab:green" if ground_truth and s.wnid == ground_truth else "tab:blue" for s in top][::-1]
         ax_bar.barh(names, probs, color=colors)
-        ax_bar.set_xlabel("probability (%)")
+        ax_bar.set_xlabel("probability among the breeds the model knows (%)")
         ax_bar.set_xlim(0, 100)
         for y, p in enumerate(probs):
             ax_bar.text(min(p + 1, 88), y, f"{p:.1f}%", va="center", fontsize=8)
         notes = [model] if model else []
         if dog_probability is not None:
-            notes.append(f"dog probability {dog_probability:.1%}")
+            notes.append(f"a dog at all: {dog_probability:.1%}; the bars: which breed, if it is one of these")
         ax_bar.set_title("\n".join(notes), fontsize=8)
         best = top[0]
-        title = f"{best.breed} ({best.probability * 100:.1f}%)"
+        title = f"{best.breed} ({best.probability * 100:.1f}% among breeds)"
         color = title_color(best.wnid, ground_truth)
         if dog_probability is not None and dog_probability < DOG_THRESHOLD:
-            title += "  -  probably NOT a dog"
+            title += f"  -  probably NOT a dog ({dog_probability:.1%})"
             color = "red" if ground_truth is None else color
         fig.suptitle(title, color=color, fontsize=15, fontweight="bold")
         fig.tight_layout()

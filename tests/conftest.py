@@ -84,6 +84,17 @@ def make_checkpoint(path: Path, *, arch="resnet18", mode="extractor", image_size
     return path
 
 
+def photo_like_dataset(root: Path, **kw) -> Path:
+    """A synthetic dataset without its synthetic marker: what a folder of real photos looks like to dogbreed (a
+    run trained on it can become the default model)."""
+    from dogbreed.datasets.synthetic import make_synthetic
+
+    make_synthetic(root, **kw)
+    (root / "dogbreed-synthetic.json").unlink()
+    (root / "README.txt").unlink()
+    return root
+
+
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "random-resnet18.pt")

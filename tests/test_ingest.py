@@ -61,9 +61,9 @@ def test_a_duplicate_with_another_breed_keeps_its_label_and_says_so(cli, tmp_pat
     cli("upload", photo, "-g", "beagle")
     (row,) = cli.json("upload", photo, "-g", "pug")["results"]
     assert row["status"] == "duplicate" and row["ground_truth_name"] == "Beagle"
-    assert row["reason"].startswith("already labelled Beagle; kept")
+    assert row["reason"].startswith("same bytes as image 1 (a.jpg); already labelled Beagle; kept")
     (same,) = cli.json("upload", photo, "-g", "beagle")["results"]
-    assert same["reason"] is None
+    assert same["reason"] == "same bytes as image 1 (a.jpg)"
 
 
 def test_explicit_files_are_judged_by_content_not_extension(cli, tmp_path):

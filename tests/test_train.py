@@ -5,15 +5,17 @@ from pathlib import Path
 import pytest
 
 from dogbreed.datasets.synthetic import make_synthetic
+from tests.conftest import photo_like_dataset
 
-TINY = ["--no-pretrained", "--image-size", "32", "--batch", "16", "--workers", "0"]
+SMALL = ["--no-pretrained", "--image-size", "32", "--batch-size", "16", "--loader-workers", "0"]  # finetune
+TINY = ["--random-backbone", "--image-size", "32", "--batch", "16", "--workers", "0"]  # extractor, fast
 
 
 @pytest.fixture(scope="module")
 def learnable(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "synthetic"
-    make_synthetic(root, breeds=4, per_class=24, size=(48, 36), lists=True, seed=1)
-    return root
+    """Stands in for photos (no synthetic marker), so its runs become the default model."""
+    root = tmp_path_factory.mktemp("data") / "photos"
+    return photo_like_dataset(root, breeds=4, per_class=24, size=(48, 36), lists=True, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_finetune_without_lists_and_with_a_corrupt_image(cli, tmp_path):
     make_synthetic(root, breeds=3, per_class=12, size=(48, 36), lists=False, seed=2)
     broken = root / "Images" / "n02088364-beagle" / "n02088364_99999.jpg"
     broken.write_bytes(b"\xff\xd8\xff garbage")
-    result = cli("train", "--dataset", root, "--finetune", "--epochs", "2", "--lr", "3e-3", *TINY)
+    result = cli("train", "--dataset", root, "--finetune", "--epochs", "2", "--lr", "3e-3", *SMALL)
     assert "no official lists" in result.output
     assert "n02088364_99999.jpg" in result.output
     run = cli.json("stats")["runs"][0]
@@ -167,7 +169,6 @@ def test_a_run_whose_process_died_is_reported_interrupted(cli, home):
 
 # ---------------------------------------------------------------- resume, warm start, precision, preprocessing
 
-SMALL = ["--no-pretrained", "--image-size", "32", "--batch-size", "16", "--loader-workers", "0"]
 HANG_AFTER_EPOCH_2 = """
 import sys, time
 from pathlib import Path
@@ -410,7 +411,7 @@ def test_tensorboard_logs_the_epochs_or_says_what_is_missing(cli, learnable, tmp
 
     out = cli.json("train", "--dataset", learnable, "--epochs", 2, "--tensorboard", tmp_path / "tb", *SMALL)
     (logdir,) = (tmp_path / "tb").iterdir()
-    assert logdir.name == f"run{out['run_id']}-resnet18-extractor"
+    assert logdir.name == f"run{out['run_id']}-resnet18-finetune"  # --no-pretrained implies --finetune
     events = EventAccumulator(str(logdir))
     events.Reload()
     values = [e.value for e in events.Scalars("accuracy/validation")]

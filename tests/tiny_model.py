@@ -39,6 +39,7 @@ def tiny_model(base: Path) -> TinyModel:
         batch=32,
         image_size=32,
         pretrained=False,
+        random_backbone=True,  # extractor on a frozen random backbone, on purpose: features computed once, fast
         workers=0,
         name="tiny",
     )

@@ -7,6 +7,8 @@ them, so `dogbreed --help`, `list` and `show` start fast.
 
 from __future__ import annotations
 
+import os
+import shlex
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from typer.core import TyperGroup
 
 from dogbreed import __version__
 from dogbreed.cli.common import err, escape_unencodable_output, out, safe, show_dogbreed_warnings
-from dogbreed.config import resolve_paths
+from dogbreed.config import ENV_DB, resolve_paths
 from dogbreed.errors import DogbreedError
 
 try:  # typer vendors click from 0.17 on
@@ -109,7 +111,23 @@ def _root(
 ) -> None:
     escape_unencodable_output()
     show_dogbreed_warnings()
-    ctx.obj = {"db": resolve_paths(db=db).db}
+    paths = resolve_paths(db=db)
+    if db is not None or os.environ.get(ENV_DB, "").strip():
+        _check_store_folder(paths.db, paths.home, "--db" if db is not None else ENV_DB)
+    ctx.obj = {"db": paths.db}
+
+
+def _check_store_folder(db: Path, home: Path, given_by: str) -> None:
+    """A store named explicitly goes into a folder that exists (a typo must not make a folder and an empty store
+    somewhere); dogbreed's own home is the one folder it creates."""
+    folder = db.expanduser().parent
+    if folder.is_dir() or folder.resolve() == home.expanduser().resolve():
+        return
+    what = "is not a folder" if folder.exists() else "does not exist"
+    raise DogbreedError(
+        f"{given_by} {db}: the folder {folder} {what}; create it first (mkdir -p {shlex.quote(str(folder))}) or "
+        "choose another path"
+    )
 
 
 def _group(name: str, help_text: str) -> typer.Typer:

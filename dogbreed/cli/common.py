@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -77,6 +79,11 @@ def cell(value: Any) -> Text:
 def when(timestamp: str | None) -> str:
     """'2026-11-27 10:58:59' from a stored ISO timestamp."""
     return (timestamp or "")[:19].replace("T", " ")
+
+
+SYNTHETIC_NOTE = "trained on SYNTHETIC data (stripe patterns, not photos)"
+# What the two kinds of figure mean (see store.predictions): printed under every table that shows both.
+NUMBERS_LEGEND = "breed %: among the model's breeds; dog at all: that it shows a dog"
 
 
 def percent(p: float | None, digits: int = 1) -> str:
@@ -182,6 +189,9 @@ class Column:
     justify: str = "left"
     fold: bool = False  # long values wrap in a narrow terminal instead of being cut
     missing: str = ""  # what the table shows for None
+    drop: int = 0  # 0: never left out; else left out of a table too wide for the terminal, highest first
+    show: Callable[[dict[str, Any]], Any] | None = None  # the table's value from the whole row (default: row[key])
+    table: bool = True  # False: a CSV column the table leaves out (the table shows it another way)
 
 
 def emit(
@@ -192,6 +202,7 @@ def emit(
     title: str | None = None,
     empty: str | None = None,
     json_rows: Iterable[dict[str, Any]] | None = None,
+    caption: str | None = None,
 ) -> None:
     """Print a listing as a Rich table, JSON (a list), CSV (the columns' keys as the header) or newline-delimited
     JSON. ``json_rows`` (default: ``rows``) is what JSON and NL print, when they carry more than the table."""
@@ -213,14 +224,97 @@ def emit(
             out.print(safe(title))
         out.print(safe(empty))
         return
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(c.header, justify=c.justify, overflow="fold" if c.fold else "ellipsis")
-    for row in rows:
-        table.add_row(
-            *(Text(clean(c.render(row[c.key])) if row.get(c.key) is not None else c.missing) for c in columns)
+    out.print(fitted_table(rows, [c for c in columns if c.table], title, out.width, caption))
+
+
+def _cell_text(column: Column, row: dict[str, Any]) -> str:
+    value = column.show(row) if column.show is not None else row.get(column.key)
+    return clean(column.render(value)) if value is not None else column.missing
+
+
+FOLD_MIN = 10  # a folding column (paths, names) keeps at least this many characters a line
+
+
+def fitted_table(
+    rows: Sequence[dict[str, Any]], columns: Sequence[Column], title: str | None, width: int, caption: str | None = None
+) -> Table:
+    """The listing as a Rich table that fits ``width`` without cutting a value short: as it is when it fits;
+    else a compact frame, headers wrapped at their spaces, long values (paths, names) folded, and, only if still
+    needed, the columns marked droppable left out (named in the caption). Important columns are never cut."""
+    cells = [[_cell_text(c, row) for c in columns] for row in rows]
+    natural = [max([cell_len(c.header), *(cell_len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    if sum(natural) + 3 * len(columns) + 1 <= width:  # Rich's own frame: 3 characters a column, and one
+        table = Table(title=title, caption=caption)
+        for c in columns:
+            table.add_column(c.header, justify=c.justify, overflow="fold" if c.fold else "ellipsis")
+        for r in cells:
+            table.add_row(*(Text(text) for text in r))
+        return table
+    need = [_least_width(c, natural[i], cells, i) for i, c in enumerate(columns)]
+    keep = list(range(len(columns)))
+    while sum(need[i] for i in keep) + 2 * len(keep) - 1 > width:  # 2 between columns, 1 after the last
+        droppable = [i for i in keep if columns[i].drop]
+        if not droppable:
+            break
+        keep.remove(max(droppable, key=lambda i: (columns[i].drop, i)))
+    left_out = [columns[i].header for i in range(len(columns)) if i not in keep]
+    hidden = f"hidden at {width} columns: {', '.join(left_out)}; --csv shows every column" if left_out else None
+    table = Table(
+        title=title,
+        caption="\n".join(text for text in (caption, hidden) if text) or None,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),  # with the frame's blank separator: two characters between columns
+    )
+    for i in keep:
+        c = columns[i]
+        table.add_column(
+            _wrapped(c.header, need[i]),
+            justify=c.justify,
+            min_width=need[i],
+            no_wrap=not c.fold,
+            overflow="fold" if c.fold else "ellipsis",
         )
-    out.print(table)
+    for r in cells:
+        table.add_row(*(Text(r[i]) for i in keep))
+    return table
+
+
+def _least_width(column: Column, natural: int, cells: list[list[str]], i: int) -> int:
+    """The narrowest a column may be: its longest value (a folding column: FOLD_MIN), and its longest header
+    word (headers wrap at spaces)."""
+    word = max(cell_len(w) for w in column.header.split() or [""])
+    if column.fold:
+        return max(word, min(natural, FOLD_MIN))
+    return max([word, *(cell_len(r[i]) for r in cells)])
+
+
+def _wrapped(header: str, width: int) -> str:
+    """``header`` broken into lines of at most ``width`` characters at its spaces."""
+    lines: list[str] = []
+    for word in header.split():
+        if lines and cell_len(lines[-1]) + 1 + cell_len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join(lines)
+
+
+def flat_fields(top_k: int) -> list[str]:
+    """CSV columns for a ranking: top1, p1, top2, p2, ... (breed names, and their probabilities among breeds)."""
+    return [name for rank in range(1, top_k + 1) for name in (f"top{rank}", f"p{rank}")]
+
+
+def flat_top(item: dict[str, Any], top_k: int) -> dict[str, Any]:
+    """A row with a ``top`` list (``BreedScore.to_dict``s) with top1, p1, top2, p2, ... in its place."""
+    row = {k: v for k, v in item.items() if k != "top"}
+    top = item.get("top") or []
+    for rank in range(1, top_k + 1):
+        score = top[rank - 1] if rank <= len(top) else None
+        row[f"top{rank}"] = score["breed"] if score else None
+        row[f"p{rank}"] = score["probability"] if score else None
+    return row
 
 
 def _csv_value(value: Any) -> str:
@@ -270,24 +364,25 @@ def given_options(ctx: typer.Context) -> dict[str, str]:
     return given
 
 
-EPOCH_COLUMNS = (
-    ("epoch", "epoch", "{}"),
-    ("train_loss", "loss", "{:.4f}"),
-    ("train_acc", "acc", "{:.1%}"),
-    ("val_loss", "val loss", "{:.4f}"),
-    ("val_acc", "val acc", "{:.1%}"),
-    ("val_top5", "val top5", "{:.1%}"),
-    ("val_f1", "val F1", "{:.3f}"),
-    ("seconds", "s", "{:.1f}"),
+EPOCH_COLUMNS = (  # (key, header, format, width): fixed widths, so rows printed one by one line up
+    ("epoch", "epoch", "{}", 5),
+    ("train_loss", "loss", "{:.4f}", 7),
+    ("train_acc", "acc", "{:.1%}", 6),
+    ("val_loss", "val loss", "{:.4f}", 8),
+    ("val_acc", "val acc", "{:.1%}", 7),
+    ("val_top5", "val top5", "{:.1%}", 8),
+    ("val_f1", "val F1", "{:.3f}", 6),
+    ("seconds", "s", "{:.1f}", 7),
 )
 
 
 def epoch_table(rows: list[dict[str, Any]], header: bool = True, title: str | None = None) -> Table:
-    table = Table(show_header=header, title=title, box=None)
-    for _key, label, _fmt in EPOCH_COLUMNS:
-        table.add_column(label, justify="right", width=8, no_wrap=True)
-    table.add_column("", min_width=4)
+    """Epochs, one row each; 70 characters wide with the 'kept' mark, so it fits an 80-column terminal."""
+    table = Table(show_header=header, title=title, box=None, padding=(0, 1), collapse_padding=True, pad_edge=False)
+    for _key, label, _fmt, width in EPOCH_COLUMNS:
+        table.add_column(label, justify="right", width=width, no_wrap=True, overflow="fold")
+    table.add_column("", width=4, no_wrap=True)
     for row in rows:
-        cells = ["" if row.get(key) is None else fmt.format(row[key]) for key, _label, fmt in EPOCH_COLUMNS]
+        cells = ["" if row.get(key) is None else fmt.format(row[key]) for key, _label, fmt, _w in EPOCH_COLUMNS]
         table.add_row(*cells, "kept" if row.get("best") else "")
     return table

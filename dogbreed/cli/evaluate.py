@@ -9,6 +9,7 @@ import typer
 
 from dogbreed.cli import app
 from dogbreed.cli.common import (
+    SYNTHETIC_NOTE,
     BatchSizeOpt,
     CheckpointOpt,
     Column,
@@ -165,6 +166,7 @@ def eval_json(outcome: Any) -> dict[str, Any]:
         "model_key": outcome.source.key,
         "model_ref": outcome.source.ref,
         "reason": outcome.source.reason or None,
+        "synthetic": outcome.source.synthetic,
         "run_id": outcome.run_id,
         "engine": outcome.choice.engine,
         "precision": outcome.choice.precision,
@@ -181,8 +183,9 @@ def print_eval(outcome: Any, quiet: bool) -> None:
 
     r = outcome.report
     why = f" ({outcome.source.reason})" if outcome.source.reason else ""
+    data = f", {SYNTHETIC_NOTE}" if outcome.source.synthetic else ""
     rows = [
-        ("model", f"{outcome.source.name}{why}"),
+        ("model", f"{outcome.source.name}{data}{why}"),
         ("run", outcome.run_id if outcome.run_id is not None else ""),
         ("data", outcome.data if outcome.data == outcome.split else f"{outcome.data} ({outcome.split})"),
         ("images", f"{r['n']}" + (f" ({len(outcome.skipped)} unreadable, left out)" if outcome.skipped else "")),

@@ -8,6 +8,7 @@ import typer
 
 from dogbreed.cli import app
 from dogbreed.cli.common import (
+    NUMBERS_LEGEND,
     CheckpointOpt,
     Column,
     CsvOpt,
@@ -21,6 +22,8 @@ from dogbreed.cli.common import (
     db_path,
     emit,
     examples,
+    flat_fields,
+    flat_top,
     key_value_table,
     open_db,
     out,
@@ -63,7 +66,7 @@ def print_upload_line(r: Any, console: Any = out) -> None:
     if r.status == "refused":
         console.print(f"[red]refused[/red]   {safe(r.path)}: {safe(r.reason)}", soft_wrap=True)
         return
-    extra = f" ({safe(r.reason)})" if r.reason else ""
+    extra = (f": {safe(r.reason)}" if r.status == "duplicate" else f" ({safe(r.reason)})") if r.reason else ""
     color = "green" if r.status == "new" else "yellow"
     out.print(f"[{color}]{r.status:<9}[/{color}] id {r.image_id:<5} {safe(r.path)}{extra}", soft_wrap=True)
 
@@ -168,11 +171,11 @@ LIST_COLUMNS = [
     Column("id", "id", justify="right"),
     Column("filename", "filename", fold=True),
     Column("ground_truth_name", "ground truth"),
-    Column("top1_name", "top-1"),
-    Column("top1_prob", "p", percent, justify="right"),
-    Column("dog_probability", "dog", dog_mark, justify="right"),
-    Column("model_name", "model", fold=True),
-    Column("created_at", "uploaded", when),
+    Column("top1_name", "breed"),
+    Column("top1_prob", "among breeds", percent, justify="right"),
+    Column("dog_probability", "dog at all", dog_mark, justify="right"),
+    Column("model_name", "model", fold=True, drop=1),
+    Column("created_at", "uploaded", when, drop=2),
 ]
 
 
@@ -235,12 +238,14 @@ def list_cmd(
         row = item.to_dict()
         row["ground_truth_name"] = vocabulary.name(item.ground_truth) or None
         row["top1_name"] = vocabulary.name(item.top1) or None
+        row["top1_prob_among_breeds"] = item.top1_prob  # the same figure, named for what it is
         row["not_a_dog"] = not_a_dog(item.dog_probability)
         rows.append(row)
     filtered = only.breed or unlabelled or only.by_prediction
     first_page = offset == 0 and after is None and not filtered
     empty = "no images yet: add some with 'dogbreed upload PATH'" if first_page else "no (more) images"
-    emit(rows, LIST_COLUMNS, fmt, title="images", empty=empty)
+    legend = NUMBERS_LEGEND if any(r["top1"] for r in rows) else None
+    emit(rows, LIST_COLUMNS, fmt, title="images", empty=empty, caption=legend)
 
 
 def resolve_model_key(conn: Any, checkpoint: Any, model: Any, weights: Any, run: Any) -> str:
@@ -260,11 +265,17 @@ def show_cmd(
     all_breeds: bool = typer.Option(False, "--all-breeds", help="Every breed the model knows."),
     all_old: bool = typer.Option(False, "--all", hidden=True, help="Old name of --all-breeds."),
     as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
 ) -> None:
-    """Show one image's metadata and its predictions, newest first (never the bytes)."""
+    """Show one image's metadata and its predictions, newest first (never the bytes).
+
+    --csv gives one row per prediction (the image's fields repeated; top1, p1, top2, p2, ... flat), or one row
+    with the image alone when it has none.
+    """
     from dogbreed import labels
     from dogbreed.store import images, predictions
 
+    output_format(as_json, as_csv)
     all_breeds = pick(all_breeds, all_old or None, "show --all", "--all-breeds", default=False)
     conn = open_db(ctx)
     image = images.get_image(conn, image_id)
@@ -279,6 +290,9 @@ def show_cmd(
         data["predictions"] = [prediction_json(p, k) for p in preds]
         print_json(data)
         return
+    if as_csv:
+        emit_show_csv(image, label, preds, min(k, 120))
+        return
     fields = [(key, getattr(image, key)) for key in ("filename", "format", "width", "height", "size_bytes")]
     fields += [("sha256", image.sha256), ("uploaded", when(image.created_at))]
     fields.append(("ground truth", label or "-"))
@@ -289,21 +303,49 @@ def show_cmd(
         print_prediction(pred, k)
 
 
+SHOW_CSV_IMAGE = {  # show --csv column -> image record field
+    "image_id": "id",
+    "filename": "filename",
+    "format": "format",
+    "width": "width",
+    "height": "height",
+    "size_bytes": "size_bytes",
+    "sha256": "sha256",
+    "uploaded": "created_at",
+    "ground_truth": "ground_truth",
+}
+SHOW_CSV_PREDICTION = ("model", "model_key", "device", "engine", "precision", "created_at")
+
+
+def emit_show_csv(image: Any, label: str, preds: list[Any], k: int) -> None:
+    """``show --csv``: a row per prediction, the image's fields first, the top-k flat, then the dog figure."""
+    base = {column: getattr(image, field) for column, field in SHOW_CSV_IMAGE.items()}
+    base["ground_truth_name"] = label or None
+    rows = [{**base, **flat_top(prediction_json(pred, k), k)} for pred in preds]
+    keys = [*base, *SHOW_CSV_PREDICTION, *flat_fields(k), "dog_probability", "not_a_dog"]
+    emit(rows or [base], [Column(key, key) for key in keys], "csv")
+
+
 def print_prediction(pred: Any, k: int) -> None:
     from rich.table import Table
 
     how = " ".join(x for x in (pred.engine, pred.precision) if x)
     title = f"{safe(pred.model)} on {safe(pred.device)}{' ' + how if how else ''}, {when(pred.created_at)}"
-    table = Table("rank", "breed", "probability", title=title)
+    table = Table("rank", "breed", "among breeds", title=title)
     for rank, score in enumerate(pred.top(k), 1):
         table.add_row(str(rank), cell(score.breed), f"{score.probability:.2%}")
     out.print(table)
-    if pred.dog_probability is None:
-        out.print("dog probability: unknown (this model cannot tell whether a photo shows a dog)")
-    elif pred.dog_probability < DOG_THRESHOLD:
-        out.print(f"[bold red]probably NOT a dog[/bold red]: dog probability {pred.dog_probability:.1%}")
-    else:
-        out.print(f"dog probability: {pred.dog_probability:.1%}")
+    out.print(dog_line(pred.dog_probability), soft_wrap=True)
+
+
+def dog_line(p: float | None) -> str:
+    """What ``show`` says under the breed table: the dog figure, and how it relates to the breed figures."""
+    if p is None:
+        return "dog at all: unknown (this model cannot tell whether a photo shows a dog); breed % are among its breeds"
+    among = "the breed % above are among the breeds the model knows"
+    if p < DOG_THRESHOLD:
+        return f"[bold red]probably NOT a dog[/bold red]: dog at all {p:.1%}; {among}, if it shows one"
+    return f"dog at all: {p:.1%}; {among}"
 
 
 # ---------------------------------------------------------------- delete

@@ -11,6 +11,7 @@ import typer
 
 from dogbreed.cli import app
 from dogbreed.cli.common import (
+    SYNTHETIC_NOTE,
     CheckpointOpt,
     Column,
     CsvOpt,
@@ -93,13 +94,20 @@ def models_cmd(
         row = m.to_dict()
         row["default"] = current.is_ready(m.name)
         rows.append(row)
-    chosen = {"model": current.name, "kind": current.kind, "ref": current.ref, "reason": current.reason}
+    chosen = {
+        "model": current.name,
+        "kind": current.kind,
+        "ref": current.ref,
+        "reason": current.reason,
+        "synthetic": current.synthetic,
+    }
     if fmt == "json":
         print_json({"default": chosen, "ready_models": rows})
         return
     emit(rows, MODEL_COLUMNS, fmt, title="ready models (ImageNet-1k classifiers; every Stanford breed is a class)")
     if fmt == "table":
-        out.print(f"predict uses: {safe(current.name)} ({safe(current.reason)})", soft_wrap=True)
+        data = f", {SYNTHETIC_NOTE}" if current.synthetic else ""
+        out.print(f"predict uses: {safe(current.name)}{data} ({safe(current.reason)})", soft_wrap=True)
         out.print(safe(zoo.IMAGENET_CAVEAT), soft_wrap=True)
 
 

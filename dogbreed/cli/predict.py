@@ -10,6 +10,8 @@ import typer
 
 from dogbreed.cli import app
 from dogbreed.cli.common import (
+    NUMBERS_LEGEND,
+    SYNTHETIC_NOTE,
     BatchSizeOpt,
     CheckpointOpt,
     Column,
@@ -28,6 +30,8 @@ from dogbreed.cli.common import (
     emit,
     err,
     examples,
+    flat_fields,
+    flat_top,
     open_db,
     out,
     output_format,
@@ -49,8 +53,11 @@ def resolve_model(conn: Any, checkpoint: Path | None, model: str | None, weights
 
 
 def describe_model(source: Any, choice: Any) -> str:
+    """The model line: which model, whether it learnt from synthetic data, why it was chosen and how to change the
+    default (for a default), and where it runs."""
+    data = f", {SYNTHETIC_NOTE}" if source.synthetic else ""
     why = f" ({source.reason})" if source.reason else ""
-    return f"model: {source.name}{why}; {choice.engine} {choice.precision} on {choice.device}"
+    return f"model: {source.name}{data}{why}; {choice.engine} {choice.precision} on {choice.device}"
 
 
 def result_json(r: Any, outcome: Any, top_k: int) -> dict[str, Any]:
@@ -61,7 +68,7 @@ def result_json(r: Any, outcome: Any, top_k: int) -> dict[str, Any]:
         "filename": r.filename,
         "status": r.status,
         "error": r.error,
-        "top": [s.__dict__ for s in pred.top(top_k)] if pred else [],
+        "top": [s.to_dict() for s in pred.top(top_k)] if pred else [],
         "dog_probability": pred.dog_probability if pred else None,
         "not_a_dog": not_a_dog(pred.dog_probability) if pred else None,
         "model": outcome.source.name,
@@ -91,11 +98,17 @@ RESULT_FIELDS = (  # the keys of result_json, in order: CSV's header even when t
 RESULT_COLUMNS = [
     Column("image_id", "image", justify="right"),
     Column("filename", "file", fold=True),
-    Column("top1", "top-1"),
-    Column("top1_probability", "p", percent, justify="right"),
-    Column("others", "runners-up", fold=True),
-    Column("dog_probability", "dog", dog_mark, justify="right", missing="?"),
+    Column("top1", "breed"),
+    Column("top1_probability", "among breeds", percent, justify="right"),
+    Column("others", "runners-up (among breeds)", fold=True, drop=1),
+    Column("dog_probability", "dog at all", dog_mark, justify="right", missing="?"),
 ]
+
+
+def csv_fields(top_k: int) -> list[str]:
+    """predict's CSV header: RESULT_FIELDS with the top-k flat (top1, p1, top2, p2, ...) instead of one JSON cell."""
+    i = RESULT_FIELDS.index("top")
+    return [*RESULT_FIELDS[:i], *flat_fields(top_k), *RESULT_FIELDS[i + 1 :]]
 
 
 def _table_row(item: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +190,7 @@ def predict_cmd(
     with _Progress(fmt, quiet) as progress:
         try:
             outcome = predict.predict_images(
-                db_path(ctx), request, on_progress=progress.advance, on_start=progress.start
+                db_path(ctx), request, on_progress=progress.advance, on_start=progress.start, on_check=progress.check
             )
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: the jobs in flight were handed back
             from dogbreed.procs import stop_exit_code, stop_signal_name
@@ -201,10 +214,12 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.fmt, self.quiet = fmt, quiet
-        columns = (TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
+        rate = TextColumn("{task.fields[rate]}")
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), rate)
         show = fmt == "table" and err.is_terminal and not quiet
         self.bar = Progress(*columns, TimeRemainingColumn(), console=err, transient=True, disable=not show)
         self.task: Any = None
+        self.checking: Any = None
         self.t0 = time.perf_counter()
 
     def __enter__(self) -> _Progress:
@@ -214,18 +229,34 @@ class _Progress:
     def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
 
+    def check(self, what: str, done: int, total: int) -> None:
+        """A ready model's engine checks, measured once before its first predict at auto."""
+        if self.checking is None:
+            if self.fmt == "table" and not self.quiet:
+                err.print(safe(what), soft_wrap=True)
+            self.checking = self.bar.add_task("checking engines", total=total, rate="")
+        self.bar.update(self.checking, completed=done, total=total)
+
     def start(self, outcome: Any) -> None:
+        if self.checking is not None:
+            self.bar.remove_task(self.checking)
         if outcome.choice.warning:
             warn(outcome.choice.warning)
+        if outcome.measure_error:
+            warn(f"the faster engines could not be measured ({outcome.measure_error}); running the reference")
         if self.fmt == "table":
             err.print(safe(describe_model(outcome.source, outcome.choice)), soft_wrap=True)
-            if outcome.choice.note and not self.quiet:
-                err.print(safe(f"engine: {outcome.choice.note}"), soft_wrap=True)
+            if outcome.choice.hint and not self.quiet:  # only when there is something to do
+                err.print(safe(f"engine: {outcome.choice.hint}"), soft_wrap=True)
         if self.fmt != "json":  # refusals always show (JSON carries them); beside CSV/NL output, on stderr
             for u in outcome.uploads:
                 if u.status == "refused":
                     print_upload_line(u, out if self.fmt == "table" else err)
-        self.task = self.bar.add_task("predict", total=len(outcome.job_ids), rate="")
+        if self.fmt == "table" and not self.quiet:  # a file already stored is listed under its stored name: say so
+            for u in outcome.uploads:
+                if u.status == "duplicate":
+                    print_upload_line(u)
+        self.task = self.bar.add_task("predicting", total=len(outcome.job_ids), rate="")
         self.t0 = time.perf_counter()
 
     def advance(self, done: int, failed: int, total: int) -> None:
@@ -244,8 +275,11 @@ def _render(outcome: Any, fmt: str, top_k: int, quiet: bool, background: bool) -
             print_json(_summary_json(outcome, items))
         elif fmt == "table":
             if not quiet and items:
-                emit([_table_row(i) for i in items], RESULT_COLUMNS, "table", title="predictions")
+                rows = [_table_row(i) for i in items]
+                emit(rows, RESULT_COLUMNS, "table", title="predictions", caption=NUMBERS_LEGEND)
             out.print(_summary_line(outcome), soft_wrap=True)
+        elif fmt == "csv":
+            emit([flat_top(i, top_k) for i in items], [Column(k, k) for k in csv_fields(top_k)], fmt)
         else:
             emit(items, [Column(k, k) for k in RESULT_FIELDS], fmt)
     if outcome.failed or refused:
@@ -258,10 +292,13 @@ def _summary_json(outcome: Any, items: list[dict[str, Any]]) -> dict[str, Any]:
         "model_key": outcome.source.key,
         "model_ref": outcome.source.ref,
         "reason": outcome.source.reason or None,
+        "synthetic": outcome.source.synthetic,
         "device": outcome.choice.device,
         "engine": outcome.choice.engine,
         "precision": outcome.choice.precision,
         "engine_note": outcome.choice.note,
+        "engine_hint": outcome.choice.hint or None,
+        "engines_measured_on": outcome.measured,
         "checkpoint": outcome.source.file,
         "done": outcome.done,
         "failed": outcome.failed,
@@ -397,6 +434,7 @@ def view_cmd(
     the image id, file name and model, and a mark when the photo is probably not a dog.
     """
     from dogbreed import labels, viz
+    from dogbreed.models.sources import learnt_from_synthetic
     from dogbreed.store import images, predictions
 
     conn = open_db(ctx)
@@ -426,7 +464,8 @@ def view_cmd(
         image.ground_truth,
         target,
         heading=f"image {image_id}: {clean(image.filename)}",
-        model=f"{clean(pred.model)} on {clean(pred.device)}, {when(pred.created_at)}",
+        model=f"{clean(pred.model)} on {clean(pred.device)}, {when(pred.created_at)}"
+        + (f"\n{SYNTHETIC_NOTE}" if learnt_from_synthetic(conn, pred.model_key) else ""),
         dog_probability=pred.dog_probability,
         ground_truth_name=labels.vocabulary(conn).name(image.ground_truth) or None,
     )

@@ -9,6 +9,7 @@ import typer
 
 from dogbreed.cli import app
 from dogbreed.cli.common import (
+    SYNTHETIC_NOTE,
     Column,
     CsvOpt,
     JsonOpt,
@@ -29,34 +30,50 @@ from dogbreed.cli.common import (
 from dogbreed.cli.images import MAX_ID
 from dogbreed.errors import DogbreedError
 
+
+def _run_name(row: dict[str, Any]) -> str:
+    return f"{row['name']} (synthetic data)" if row.get("synthetic") else row["name"]
+
+
 RUN_COLUMNS = [
     Column("id", "run", justify="right"),
-    Column("name", "name", fold=True),
+    Column("name", "name", fold=True, show=_run_name),
+    Column("synthetic", "synthetic", table=False),  # the table says it beside the name
     Column("model", "model"),
     Column("mode", "mode"),
     Column("status", "status"),
-    Column("epochs_done", "epochs", justify="right"),
+    Column("epochs_done", "epochs", justify="right", drop=1),
     Column("best_val_acc", "val acc", percent, justify="right"),
     Column("test_acc", "test acc", percent, justify="right"),
-    Column("test_macro_f1", "F1", lambda v: f"{v:.3f}", justify="right"),
-    Column("precision", "precision"),
-    Column("duration_s", "time", lambda v: f"{v:.0f} s", justify="right"),
+    Column("test_macro_f1", "F1", lambda v: f"{v:.3f}", justify="right", drop=2),
+    Column("precision", "precision", drop=3),
+    Column("duration_s", "time", lambda v: f"{v:.0f} s", justify="right", drop=4),
     Column("checkpoint_path", "checkpoint", fold=True),
 ]
 EVAL_COLUMNS = [
     Column("id", "eval", justify="right"),
     Column("model_name", "model", fold=True),
-    Column("run_id", "run", justify="right"),
+    Column("run_id", "run", justify="right", drop=2),
     Column("data", "data", fold=True),
     Column("split", "split"),
     Column("n", "images", justify="right"),
     Column("top1", "top-1", percent, justify="right"),
-    Column("top5", "top-5", percent, justify="right"),
-    Column("macro_f1", "F1", lambda v: f"{v:.3f}", justify="right"),
-    Column("precision", "precision"),
-    Column("device", "device"),
-    Column("created_at", "when", when),
+    Column("top5", "top-5", percent, justify="right", drop=3),
+    Column("macro_f1", "F1", lambda v: f"{v:.3f}", justify="right", drop=1),
+    Column("precision", "precision", drop=4),
+    Column("device", "device", drop=5),
+    Column("created_at", "when", when, drop=6),
 ]
+
+
+def _run_rows(runs: list[Any]) -> list[dict[str, Any]]:
+    """Runs as rows, each saying whether it learnt from a synthetic dataset (runs recorded before that was
+    recorded: as their dataset's marker says)."""
+    from dogbreed.models.sources import is_synthetic_run
+
+    return [dict(r.to_dict(), synthetic=is_synthetic_run(r)) for r in runs]
+
+
 def _epoch_csv() -> list[Column]:
     from dogbreed.store.runs import EPOCH_FIELDS
 
@@ -109,10 +126,11 @@ def _show_all(conn: Any, fmt: str, plot: Path | None) -> None:
     all_runs = runs.list_runs(conn)
     evals = [e.to_dict() for e in evaluations.list_evaluations(conn)]
     summary = runs.store_summary(conn, DOG_THRESHOLD)
+    rows = _run_rows(all_runs)
     if fmt == "json":
-        print_json({"runs": [r.to_dict() for r in all_runs], "evaluations": evals, "store": summary})
+        print_json({"runs": rows, "evaluations": evals, "store": summary})
     else:
-        emit([r.to_dict() for r in all_runs], RUN_COLUMNS, fmt, title="training runs", empty="no training runs yet")
+        emit(rows, RUN_COLUMNS, fmt, title="training runs", empty="no training runs yet")
         if fmt == "table":
             if evals:
                 emit(evals, EVAL_COLUMNS, fmt, title="evaluations (dogbreed eval)")
@@ -135,7 +153,7 @@ def _show_run(conn: Any, run_id: int, fmt: str, plot: Path | None) -> None:
     if plot is not None:
         plot_run(run, plot)
     if fmt == "json":
-        print_json({**run.to_dict(), "evaluations": evals, "engine_checks": checks})
+        print_json({**_run_rows([run])[0], "evaluations": evals, "engine_checks": checks})
         return
     if fmt in ("csv", "nl"):
         emit(run.epochs, _epoch_csv(), fmt)
@@ -145,9 +163,11 @@ def _show_run(conn: Any, run_id: int, fmt: str, plot: Path | None) -> None:
 
 def _print_run(run: Any, evals: list[dict[str, Any]], checks: list[dict[str, Any]]) -> None:
     from dogbreed.cli.models import RECORDED_COLUMNS
+    from dogbreed.models.sources import is_synthetic_run
 
     rows = [dict(e, best=e["epoch"] == run.best_epoch) for e in run.epochs]
-    title = f"run {run.id}: {safe(run.name)} ({run.model} {run.mode}, {run.status})"
+    data = f", {SYNTHETIC_NOTE}" if is_synthetic_run(run) else ""
+    title = f"run {run.id}: {safe(run.name)} ({run.model} {run.mode}, {run.status}{data})"
     out.print(epoch_table(rows, title=title))
     details = [f"precision {run.precision}" if run.precision else "", f"from {run.init_from}" if run.init_from else ""]
     if any(details):

@@ -84,7 +84,18 @@ class RichTrainListener:
 
 # What a resumed run may change: where things are and how they are shown, never what is trained.
 RESUMABLE_OPTIONS = frozenset(
-    {"dataset", "device", "loader_workers", "workers_old", "quiet", "as_json", "tensorboard", "nproc", "resume"}
+    {
+        "dataset",
+        "device",
+        "loader_workers",
+        "workers_old",
+        "quiet",
+        "as_json",
+        "tensorboard",
+        "nproc",
+        "resume",
+        "check_engines",
+    }
 )
 
 
@@ -121,6 +132,7 @@ def command_line(ctx: typer.Context, leave_out: set[str]) -> list[str]:
         "dogbreed train --dataset ~/data/stanford-dogs --nproc 4   # 4 GPUs",
         "dogbreed train --store   # your labelled photos (add --dataset DIR for both)",
         "dogbreed train --dataset mydogs/ --add-breeds   # any class folders",
+        "dogbreed dataset synthetic && dogbreed train --no-pretrained --image-size 64   # offline: implies --finetune",
     ),
 )
 def train_cmd(
@@ -132,7 +144,8 @@ def train_cmd(
     finetune: bool | None = typer.Option(
         None,
         "--finetune/--extractor",
-        help="Train the whole network, or only a head on a frozen backbone (default: extractor, or --from's).",
+        help="Train the whole network, or only a head on a frozen backbone (default: extractor on ImageNet weights, "
+        "finetune with --no-pretrained, or --from's).",
     ),
     epochs: int = typer.Option(10, "--epochs", "-e", min=1, max=10_000, help="Epochs."),
     batch_size: BatchSizeOpt = 64,
@@ -143,6 +156,11 @@ def train_cmd(
     ),
     pretrained: bool = typer.Option(
         True, "--pretrained/--no-pretrained", help="Start from torchvision's ImageNet weights."
+    ),
+    random_backbone: bool = typer.Option(
+        False,
+        "--random-backbone",
+        help="Extractor mode on a frozen RANDOM backbone, on purpose (tests, experiments); refused otherwise.",
     ),
     weights: Path | None = typer.Option(None, "--weights", help="Backbone weights file (a torchvision state dict)."),
     init_from: str | None = typer.Option(
@@ -190,6 +208,12 @@ def train_cmd(
     ),
     skip_small: bool = typer.Option(
         False, "--skip-small", help="Leave out breeds with too few images (fewer than 5) instead of refusing."
+    ),
+    check_engines: bool = typer.Option(
+        True,
+        "--check/--no-check",
+        help="At the end, measure the faster engines (OpenVINO, bf16) against fp32 on held-out images, so predict "
+        "runs the fastest one that agrees.",
     ),
     nproc: int | None = typer.Option(
         None,
@@ -245,6 +269,7 @@ def _resume(ctx: typer.Context, o: dict[str, Any], listener: Any) -> Any:
         workers=o["loader_workers"] if {"loader_workers", "workers_old"} & set(given) else None,
         dataset=o["dataset"],
         tensorboard=o["tensorboard"],
+        check_engines=o["check_engines"] if "check_engines" in given else None,
     )
 
 
@@ -261,12 +286,13 @@ def _train(ctx: typer.Context, o: dict[str, Any], listener: Any) -> Any:
         skip_small=o["skip_small"],
         checkpoints_dir=paths.checkpoints,
         model=o["model"] if o["model"] is not None or init_from is not None else "ResNet",
-        mode=None if finetune is None and init_from is not None else ("finetune" if finetune else "extractor"),
+        mode=_mode(finetune, o["random_backbone"]),
         epochs=o["epochs"],
         batch=o["batch_size"],
         lr=o["lr"],
         image_size=o["image_size"],
-        pretrained=o["pretrained"],
+        pretrained=o["pretrained"] and not (o["random_backbone"] and "pretrained" not in given_options(ctx)),
+        random_backbone=o["random_backbone"],
         weights=o["weights"],
         device=o["device"],
         workers=o["loader_workers"],
@@ -278,8 +304,17 @@ def _train(ctx: typer.Context, o: dict[str, Any], listener: Any) -> Any:
         precision=o["precision"],
         init_from=init_from,
         tensorboard=o["tensorboard"],
+        check_engines=o["check_engines"],
     )
     return train(config, paths.db, listener)
+
+
+def _mode(finetune: bool | None, random_backbone: bool) -> str | None:
+    """The mode asked for; None leaves it to the plan (extractor on ImageNet weights, finetune without them, a warm
+    start's own)."""
+    if finetune is None:
+        return "extractor" if random_backbone else None
+    return "finetune" if finetune else "extractor"
 
 
 def _print_result(result: Any, as_json: bool) -> None:
@@ -291,6 +326,17 @@ def _print_result(result: Any, as_json: bool) -> None:
     if result.test:
         payload["test"] = {k: v for k, v in result.test.items() if k not in ("y_true", "y_pred", "paths")}
     print_json(payload)
+
+
+def _engine_rows(result: Any) -> list[tuple[str, str]]:
+    """What the engine checks at the end measured, and what predict's auto runs the model on because of them."""
+    if not result.checks:
+        return []
+    agree = ", ".join(f"{c['engine']} {c['precision']} {c['agreement']:.1%}" for c in result.checks)
+    return [
+        ("agreement with fp32", f"{agree} on {result.checks[0]['n']} held-out images"),
+        ("predict runs it on", f"{result.auto_engine} (engine auto)"),
+    ]
 
 
 def print_train_summary(result: Any) -> None:
@@ -315,6 +361,7 @@ def print_train_summary(result: Any) -> None:
         ("test top-5", percent(t["top5"], 2)),
         ("test macro F1", f"{t['macro_f1']:.3f}"),
         ("checkpoint", str(result.checkpoint) if result.checkpoint else "not saved (--no-save)"),
+        *_engine_rows(result),
     ]
     out.print(key_value_table(rows, title=f"run {result.run_id}: finished"))
     if t.get("imagenet_overlap"):

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from dogbreed.datasets.stanford import DatasetIndex, Sample, Splits
 
 PARTS = ("train", "val", "test")
+SYNTHETIC_MARKER = "dogbreed-synthetic.json"  # written by ``synthetic.make_synthetic`` into the dataset folder
+_SYNTHETIC_README = "SYNTHETIC data made by dogbreed"  # how datasets made before the marker existed begin
 _PART_NAMES = {"train": "train", "val": "validation", "test": "test"}
 VERIFYING = "verifying dataset images (cached after the first run)"
 
@@ -46,6 +48,7 @@ class OpenedDataset:
     official: bool  # whether the dataset's own lists decided train vs test
     notes: list[str] = field(default_factory=list)  # what the user should know about the split
     left_out: dict[str, dict[str, str]] = field(default_factory=dict)  # per split: its unreadable images, in order
+    synthetic: bool = False  # made by 'dogbreed dataset synthetic' (stripe patterns, not photos): its marker says so
 
     def part(self, name: str) -> list[Sample]:
         """The split called ``name`` (train, val or test)."""
@@ -146,13 +149,28 @@ def open_dataset(
     where = root if root is not None else "the store"
     _check_required(where, splits, require)
     opened = OpenedDataset(
-        index.root, index, splits.train, splits.val, splits.test, {}, splits.official, list(splits.notes)
+        index.root, index, splits.train, splits.val, splits.test, {}, splits.official, list(splits.notes),
+        synthetic=root is not None and is_synthetic(root),  # the folder's marker (a store of photos has none)
     ).leaving_out({})
     if not verify or index.layout == "store":
         return opened
     if on_stage:
         on_stage(VERIFYING)
     return opened.leaving_out(stanford.verify(index))
+
+
+def is_synthetic(root: Path) -> bool:
+    """Whether the dataset at ``root`` was made by ``dogbreed dataset synthetic``: its marker file (datasets made
+    before the marker existed are known by the first words of their README). A model trained on it has learnt
+    stripe patterns, not dogs, so it never becomes the default model for photos."""
+    root = Path(root)
+    if (root / SYNTHETIC_MARKER).is_file():
+        return True
+    try:
+        with open(root / "README.txt", encoding="utf-8", errors="replace") as fh:
+            return fh.read(len(_SYNTHETIC_README)) == _SYNTHETIC_README
+    except OSError:
+        return False
 
 
 def _check_required(root: Path | str, splits: Splits, require: Collection[str]) -> None:

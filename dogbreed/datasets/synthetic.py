@@ -8,6 +8,7 @@ These are NOT dog photos; the folder is named synthetic so nobody mistakes it fo
 from __future__ import annotations
 
 import colorsys
+import json
 import math
 import random
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from dogbreed.breeds import BREEDS, Breed
-from dogbreed.datasets import being_written
+from dogbreed.datasets import SYNTHETIC_MARKER, being_written
 
 DEFAULT_BREEDS = ("n02085620", "n02088364", "n02099601", "n02106662", "n02110185", "n02113799")
 
@@ -91,3 +92,5 @@ def _write_images(
         "SYNTHETIC data made by dogbreed: coloured stripe patterns standing in for dog breeds, for offline demos\n"
         "and tests. Not photos of dogs.\n"
     )
+    marker = {"synthetic": True, "made_by": "dogbreed dataset synthetic", "what": "stripe patterns, not photos"}
+    (root / SYNTHETIC_MARKER).write_text(json.dumps(marker) + "\n")  # what open_dataset and training read

@@ -111,6 +111,7 @@ class Choice:
     device: str
     note: str = ""
     warning: str | None = None  # e.g. a requested device that is not there
+    hint: str = ""  # what the user can do to run faster, under 92 characters; "" when there is nothing to do
 
 
 class Engine(ABC):
@@ -247,7 +248,8 @@ def choose(
         if not ok:
             passed_over.append(f"{label}: {hardware}")
             continue
-        return Choice(eng, prec, dev, _note(source, label, why, guarded, precision, passed_over, unchecked), warning)
+        note = _note(source, label, why, guarded, precision, passed_over, unchecked)
+        return Choice(eng, prec, dev, note, warning, _hint(source, passed_over, unchecked))
     if engine == "auto" and precision != "auto" and installed("torch"):  # an explicit precision is honoured
         forced = engine_class("torch").choose(source, dev, precision)
         return Choice(forced.engine, forced.precision, forced.device, forced.note, warning or forced.warning)
@@ -278,6 +280,19 @@ def _note(
             f"{guard.MIN_IMAGES} held-out images; --dataset DIR supplies them)"
         )
     return text
+
+
+def _hint(source: ModelSource, passed_over: list[str], unchecked: list[str]) -> str:
+    """What gets a faster engine here, short; "" when nothing does (the guard refused on a real measurement, the
+    hardware lacks it, or the fastest option already runs)."""
+    few = [p for p in passed_over if "checked on only" in p]
+    if not unchecked and not few:
+        return ""
+    if source.kind == "ready":
+        return f"faster engines: measured automatically once the store holds {guard.MIN_IMAGES} photos"
+    what = "faster engines unchecked" if unchecked else "faster engines checked on too few images"
+    text = f"{what}; measure: {check_hint(source)}{'' if unchecked else ' --dataset DIR'}"
+    return text if len(text) < 92 else f"{what}; measure with 'dogbreed check' and this model's options"
 
 
 def _choose_export(

@@ -2,9 +2,10 @@
 into a ``ModelSource`` that engines can load and the store can name.
 
 With nothing asked for, the default is, in order: the model the user pinned (``dogbreed models --default``), else
-the best finished training run (highest validation accuracy among the finished runs on the newest run's dataset:
-never silently the newest when an older one is better), else the default ready model. Every output names the model
-used and why it was chosen.
+the best finished training run on photos (highest validation accuracy among the finished runs on the newest such
+run's dataset: never silently the newest when an older one is better), else the default ready model. A run trained
+on a synthetic dataset (stripe patterns, not photos) is never chosen unless pinned. Every output names the model
+used, why it was chosen and, for a default, how to change it.
 
 Light module: no torch import (predict on OpenVINO needs none).
 """
@@ -38,7 +39,8 @@ class ModelSource:
     weights: str | None = None  # ready models: the torchvision weights name
     weights_file: str | None = None  # ready models loaded from a local state dict
     run_id: int | None = None
-    reason: str = ""  # why this model (when it was chosen by default)
+    reason: str = ""  # why this model (when it was chosen by default), ending with how to change the default
+    synthetic: bool = False  # trained on a synthetic dataset (stripe patterns): not a model for photos
 
     @property
     def identity(self) -> ModelId:
@@ -147,19 +149,45 @@ def from_run(conn: sqlite3.Connection, run_id: int, reason: str = "") -> ModelSo
         raise DogbreedError(f"run {run_id} kept no checkpoint ({run.status}); choose another run")
     if not Path(run.checkpoint_path).is_file():
         raise DogbreedError(f"run {run_id}'s checkpoint {run.checkpoint_path} no longer exists")
-    return from_checkpoint(run.checkpoint_path, run_id=run_id, reason=reason)
+    source = from_checkpoint(run.checkpoint_path, run_id=run_id, reason=reason)
+    return _replace(source, synthetic=is_synthetic_run(run))
+
+
+def is_synthetic_run(run: run_rows.RunRecord) -> bool:
+    """Whether ``run`` trained on a synthetic dataset: as recorded, or (runs recorded before that was) as its
+    dataset folder's marker says today."""
+    if run.synthetic is not None:
+        return run.synthetic
+    from dogbreed.datasets import is_synthetic
+
+    return is_synthetic(Path(run.dataset))
+
+
+def learnt_from_synthetic(conn: sqlite3.Connection, model_key: str) -> bool:
+    """Whether the model with this key (a checkpoint's sha256) is a run of this store trained on synthetic data."""
+    run = run_rows.find_by_checkpoint(conn, model_key)
+    return run is not None and is_synthetic_run(run)
+
+
+CHANGE_DEFAULT = "change: dogbreed models --default"
 
 
 def best_run(conn: sqlite3.Connection) -> tuple[int, str] | None:
-    """(run id, why) of the best finished run whose checkpoint still exists, or None."""
-    finished = [r for r in run_rows.finished_with_checkpoint(conn) if Path(r.checkpoint_path).is_file()]
+    """(run id, why) of the best finished run on photos whose checkpoint still exists, or None. Runs trained on a
+    synthetic dataset are left out: they learnt stripe patterns, and only a pin makes one the default."""
+    finished = [r for r in _finished_runs(conn) if not is_synthetic_run(r)]
     if not finished:
         return None
     dataset = finished[0].dataset  # the newest finished run's dataset: scores on other data do not compare
     same = [r for r in finished if r.dataset == dataset]
     best = max(same, key=lambda r: (r.best_val_acc or 0.0, r.id))
     why = f"best validation accuracy ({best.best_val_acc:.1%}) of {len(same)} finished run(s) on {dataset}"
-    return best.id, why
+    return best.id, f"{why}; {CHANGE_DEFAULT}"
+
+
+def _finished_runs(conn: sqlite3.Connection) -> list[run_rows.RunRecord]:
+    """Finished runs whose checkpoint still exists, newest first."""
+    return [r for r in run_rows.finished_with_checkpoint(conn) if Path(r.checkpoint_path).is_file()]
 
 
 def parse_pin(text: str) -> tuple[str, str]:
@@ -178,12 +206,12 @@ def pinned(conn: sqlite3.Connection) -> ModelSource | None:
     if not value:
         return None
     kind, rest = parse_pin(value)
-    why = "pinned with 'dogbreed models --default'"
+    why = "pinned with 'dogbreed models --default'; unpin: dogbreed models --default auto"
     try:
         if kind == "run":
             return from_run(conn, int(rest), reason=why)
         if kind == "file":
-            return from_checkpoint(rest, reason=why)
+            return known_checkpoint(conn, from_checkpoint(rest, reason=why))
         if kind == "ready":
             arch, _, weights = rest.partition(":")
             return _with_reason(from_ready(arch, weights or None), why)
@@ -198,7 +226,22 @@ def pinned(conn: sqlite3.Connection) -> ModelSource | None:
 
 
 def _with_reason(source: ModelSource, reason: str) -> ModelSource:
-    return ModelSource(**{**asdict(source), "reason": reason})
+    return _replace(source, reason=reason)
+
+
+def _replace(source: ModelSource, **changes: Any) -> ModelSource:
+    return ModelSource(**{**asdict(source), **changes})
+
+
+def known_checkpoint(conn: sqlite3.Connection | None, source: ModelSource) -> ModelSource:
+    """A checkpoint named by its path, with what this store's record of its training run adds (its run, whether it
+    learnt from a synthetic dataset)."""
+    if conn is None or source.kind != "checkpoint":
+        return source
+    run = run_rows.find_by_checkpoint(conn, source.key)
+    if run is None:
+        return source
+    return _replace(source, run_id=source.run_id or run.id, synthetic=is_synthetic_run(run))
 
 
 def named(text: str) -> dict[str, Any]:
@@ -239,7 +282,7 @@ def resolve(
     if checkpoint is not None:
         if model is not None:
             raise DogbreedError("--checkpoint already names the model; drop --model")
-        return from_checkpoint(checkpoint)
+        return known_checkpoint(conn, from_checkpoint(checkpoint))
     if run is not None:
         if conn is None:
             raise DogbreedError("--run needs a store")
@@ -255,18 +298,25 @@ def resolve(
             return from_run(conn, best[0], reason=best[1])
     from dogbreed.models.zoo import DEFAULT_READY
 
-    return _with_reason(from_ready(DEFAULT_READY), f"{_why_no_run(conn)}: the default ready ImageNet model")
+    return _with_reason(from_ready(DEFAULT_READY), _why_ready(conn))
 
 
-def _why_no_run(conn: sqlite3.Connection | None) -> str:
-    """Why no trained run is the default: none finished, or their checkpoints were moved or deleted (said, so a
-    user whose model vanished is not told they never trained one)."""
+def _why_ready(conn: sqlite3.Connection | None) -> str:
+    """Why the default ready model answers: no trained run yet, only runs on synthetic data (named, with how to use
+    one anyway), or runs whose checkpoints were moved or deleted (said, so a user whose model vanished is not told
+    they never trained one)."""
     runs = run_rows.finished_with_checkpoint(conn) if conn is not None else []
+    synthetic = [r for r in runs if Path(r.checkpoint_path).is_file() and is_synthetic_run(r)]
+    if synthetic:
+        newest = synthetic[0].id
+        which = f"run {newest} was" if len(synthetic) == 1 else f"runs {', '.join(str(r.id) for r in synthetic)} were"
+        pin = "pin it" if len(synthetic) == 1 else "pin one"
+        return f"{which} trained on synthetic data, not photos; {pin}: dogbreed models --default run:{newest}"
     gone = [r for r in runs if not Path(r.checkpoint_path).is_file()]
     if not gone:
-        return "no trained model yet"
+        return f"no trained model yet; {CHANGE_DEFAULT}"
     more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
-    return f"the checkpoint of finished run {gone[0].id} is missing ({gone[0].checkpoint_path}){more}"
+    return f"the checkpoint of finished run {gone[0].id} is missing ({gone[0].checkpoint_path}){more}; {CHANGE_DEFAULT}"
 
 
 def training_run(conn: sqlite3.Connection, source: ModelSource) -> run_rows.RunRecord | None:

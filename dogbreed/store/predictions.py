@@ -1,5 +1,11 @@
 """Predictions: one per image per model, with the probability of every breed and of "a dog at all".
 
+What the numbers mean: a breed's probability is its probability AMONG THE BREEDS THE MODEL KNOWS (the model's
+output renormalised over its breeds: "if this photo shows one of these breeds, how likely is it this one"); the dog
+probability is the probability that the photo shows a dog at all. They answer different questions, so a breed at
+28% beside a dog probability of 12% is no contradiction: "probably not a dog, and if it is one, most likely this
+breed". JSON carries the breed figure under ``probability`` and, saying so, ``probability_among_breeds``.
+
 ``probs`` holds all 120 Stanford breeds in canonical order, then the model's own breeds; a breed the model was not
 trained on is stored as exactly 0 and is never ranked (a trained softmax gives every class it knows a positive
 probability). ``class_names`` keeps the names of the model's own breeds, so a prediction still names a breed the
@@ -26,7 +32,11 @@ _COLUMNS = (
 class BreedScore:
     wnid: str
     breed: str
-    probability: float
+    probability: float  # among the breeds the model knows (see the module doc)
+
+    def to_dict(self) -> dict:
+        """JSON's shape: ``probability`` (kept for scripts) and the same figure under a name that says what it is."""
+        return {**asdict(self), "probability_among_breeds": self.probability}
 
 
 def rank(probs: dict[str, float], k: int, names: dict[str, str] | None = None) -> list[BreedScore]:
@@ -68,7 +78,7 @@ class PredictionRecord:
         data["model"] = self.model
         del data["class_names"]
         data["top1_name"] = display_name(self.top1, self.class_names)
-        data["top"] = [asdict(s) for s in self.top(top_k)]
+        data["top"] = [s.to_dict() for s in self.top(top_k)]
         return data
 
 

@@ -16,7 +16,7 @@ RUN_STATUSES = ("running", "finished", "interrupted", "failed")
 _RUN_COLUMNS = (
     "id, name, status, model, mode, device, dataset, num_classes, checkpoint_path, checkpoint_sha256, best_epoch, "
     "best_val_acc, test_acc, test_top5, test_macro_f1, started_at, finished_at, duration_s, error, precision, "
-    "init_from, last_checkpoint_path, owner_pid, classes"
+    "init_from, last_checkpoint_path, owner_pid, classes, synthetic"
 )
 # The columns a run's owner may update as it goes (anything else is fixed at start).
 _UPDATABLE = frozenset(
@@ -82,6 +82,7 @@ class RunRecord:
     last_checkpoint_path: str | None
     owner_pid: int | None = None
     classes: list[str] | None = None  # the breed keys its model knows, in output order
+    synthetic: bool | None = None  # trained on a synthetic dataset (None: recorded before this was known)
     epochs_done: int = 0
     params: dict[str, Any] | None = None
     test_report: dict[str, Any] | None = None
@@ -106,11 +107,13 @@ def start_run(
     init_from: str | None = None,
     owner_pid: int | None = None,
     classes: list[str] | None = None,
+    synthetic: bool | None = None,
 ) -> int:
     with write(conn):
         cur = conn.execute(
             "INSERT INTO runs (name, status, model, mode, device, dataset, params, num_classes, started_at, "
-            "owner_pid, precision, init_from, classes) VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "owner_pid, precision, init_from, classes, synthetic) VALUES "
+            "(?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 name,
                 model,
@@ -124,6 +127,7 @@ def start_run(
                 precision,
                 init_from,
                 json.dumps(classes) if classes is not None else None,
+                None if synthetic is None else int(synthetic),
             ),
         )
     return int(cur.lastrowid)
@@ -244,6 +248,8 @@ def _run(row: sqlite3.Row, detail: bool = False) -> RunRecord:
     for key in ("params", "test_report", "skipped", "classes"):
         if key in values:
             values[key] = json.loads(values[key]) if values[key] else None
+    if values.get("synthetic") is not None:
+        values["synthetic"] = bool(values["synthetic"])
     owner = values.get("owner_pid")
     if values.get("status") == "running" and owner != os.getpid() and not pid_alive(owner):  # read as it is
         values.update(status="interrupted", error=values.get("error") or ENDED_UNFINISHED)

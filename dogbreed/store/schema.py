@@ -194,6 +194,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE runs ADD COLUMN classes TEXT",
         "ALTER TABLE predictions ADD COLUMN class_names TEXT",
     ),
+    # 6: whether a run trained on a synthetic dataset (the dataset's own marker; NULL for runs recorded before this
+    #    step, whose dataset folder is asked instead): such a run never becomes the default model for photos.
+    ("ALTER TABLE runs ADD COLUMN synthetic INTEGER",),
 )
 
 LATEST_VERSION = len(MIGRATIONS)

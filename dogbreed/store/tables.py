@@ -104,6 +104,7 @@ class RunRow(SQLModel, table=True):
     init_from: str | None = None
     precision: str | None = None
     classes: str | None = None
+    synthetic: int | None = None
 
 
 class EpochRow(SQLModel, table=True):

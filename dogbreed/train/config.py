@@ -19,7 +19,7 @@ class TrainConfig:
     dataset: Path | None  # a Stanford-layout or class-folder dataset (None: the store's labelled images alone)
     checkpoints_dir: Path
     model: str | None = "ResNet"  # None: the warm-start source's architecture (else ResNet)
-    mode: str | None = "extractor"  # None: the warm-start source's mode (else extractor)
+    mode: str | None = None  # None: extractor on ImageNet weights, finetune without them (warm start: its source's)
     epochs: int = 10
     batch: int = 64
     lr: float = 1e-3
@@ -40,6 +40,8 @@ class TrainConfig:
     store: bool = False  # train on the store's labelled images too (alone, with dataset=None)
     add_breeds: bool = False  # class folders naming no known breed become breeds of your own
     skip_small: bool = False  # leave out breeds with too few images instead of refusing
+    random_backbone: bool = False  # extractor mode on a frozen RANDOM backbone, on purpose (tests, experiments)
+    check_engines: bool = True  # at the end, measure the faster engines against fp32 (what predict's auto needs)
 
     @property
     def data_name(self) -> str:
@@ -62,8 +64,8 @@ class TrainConfig:
                 values[key] = Path(values[key])
         return cls(**values)
 
-    def check(self) -> None:
-        """A one-line error for a setting no run can start with."""
+    def check(self, fresh: bool = True) -> None:
+        """A one-line error for a setting no run can start with (``fresh``: a new run, not a resumed one)."""
         if self.dataset is None and not self.store:
             raise DogbreedError("say which data: --dataset DIR, --store (the store's labelled images), or both")
         if self.epochs < 1:
@@ -76,6 +78,24 @@ class TrainConfig:
             raise DogbreedError("--image-size must be from 16 to 1024 pixels")
         if self.init_from is not None and self.weights is not None:
             raise DogbreedError("--from already gives the starting weights; drop --weights")
+        if fresh:
+            self._check_backbone()
+
+    def _check_backbone(self) -> None:
+        """A head on a frozen backbone that never saw ImageNet learns next to nothing from photos: refused unless
+        asked for by name (``random_backbone``)."""
+        random = not self.pretrained and self.weights is None and self.init_from is None
+        if self.random_backbone:
+            if self.mode == "finetune" or self.init_from is not None or self.weights is not None or self.pretrained:
+                raise DogbreedError(
+                    "--random-backbone means extractor mode on a frozen random backbone: drop --finetune, "
+                    "--pretrained, --weights and --from with it"
+                )
+        elif random and self.mode == "extractor":
+            raise DogbreedError(
+                "--extractor with --no-pretrained would train a head on a frozen RANDOM backbone (near chance on "
+                "photos): use --finetune, drop --no-pretrained, or pass --random-backbone if that is what you want"
+            )
 
 
 class Listener:
@@ -108,6 +128,9 @@ class TrainResult:
     skipped: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"
     resumed_after: int | None = None  # the epoch a resumed run continued from
+    checks: list[dict[str, Any]] = field(default_factory=list)  # the engine checks measured at the end
+    checked_on: str | None = None  # which held-out images they were measured on
+    auto_engine: str | None = None  # what predict's auto runs this model on here, now ("openvino bf16")
 
 
 class Terminated(BaseException):

@@ -42,7 +42,8 @@ class Plan:
     imagenet_head: bool
     imagenet_overlap: bool
     init_from: str | None = None  # what the record says the weights came from
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # warnings
+    explained: str = ""  # a choice made for the user, said when the run starts
 
 
 @dataclass
@@ -100,19 +101,27 @@ def plan_warm_start(config: TrainConfig, classes: list[list[str]], db_path: Path
     return plan, Start(weights=carried)
 
 
+IMPLIED_FINETUNE = (
+    "--no-pretrained: training the whole network (--finetune), since a head on a frozen random backbone learns "
+    "next to nothing (--extractor --random-backbone asks for one)"
+)
+
+
 def plan_fresh(config: TrainConfig) -> Plan:
+    """A new run's plan. Without a mode asked for: extractor on ImageNet weights, finetune without them."""
     arch = resolve_arch(config.model or "ResNet")
-    mode = config.mode or "extractor"
-    from_imagenet = config.pretrained or config.weights is not None
+    from_imagenet = (config.pretrained and not config.random_backbone) or config.weights is not None
+    mode = config.mode or ("extractor" if from_imagenet or config.random_backbone else "finetune")
     keep = mode == "extractor" and from_imagenet
-    return Plan(arch, mode, preprocessing_for(arch, config.image_size), keep, from_imagenet)
+    explained = IMPLIED_FINETUNE if config.mode is None and mode == "finetune" else ""
+    return Plan(arch, mode, preprocessing_for(arch, config.image_size), keep, from_imagenet, explained=explained)
 
 
 def build(plan: Plan, config: TrainConfig, num_classes: int, ctx: Context, fresh: bool) -> Classifier:
     """The model on every rank. Only a fresh run on rank 0 reads ImageNet weights: warm starts and resumes load
     their own, and the other ranks get rank 0's by broadcast."""
     if ctx.main and fresh and plan.init_from is None:
-        pretrained = config.pretrained and config.weights is None
+        pretrained = config.pretrained and config.weights is None and not config.random_backbone
         return build_model(
             plan.arch,
             plan.mode,
@@ -143,8 +152,9 @@ def plan_resumed(state: dict, config: TrainConfig, classes: list[list[str]]) -> 
     return Plan(meta["arch"], meta["mode"], prep, bool(meta["imagenet_head"]), overlap)
 
 
-def checkpoint_meta(plan: Plan, classes: list[list[str]]) -> CheckpointMeta:
-    """What the run's checkpoints say about the model: architecture, mode, breeds, preprocessing."""
+def checkpoint_meta(plan: Plan, classes: list[list[str]], synthetic: bool = False) -> CheckpointMeta:
+    """What the run's checkpoints say about the model: architecture, mode, breeds, preprocessing, and whether it
+    learnt from a synthetic dataset."""
     prep = plan.prep
     return CheckpointMeta(
         plan.arch,
@@ -155,7 +165,7 @@ def checkpoint_meta(plan: Plan, classes: list[list[str]]) -> CheckpointMeta:
         std=list(prep.std),
         resize_size=prep.resize_size,
         interpolation=prep.interpolation,
-        metrics={"imagenet_overlap": plan.imagenet_overlap},
+        metrics={"imagenet_overlap": plan.imagenet_overlap, "synthetic": synthetic},
     )
 
 

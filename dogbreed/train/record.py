@@ -120,6 +120,7 @@ class RunRecorder:
                 "best_epoch": row.epoch,
                 **{k: getattr(row, k) for k in ("val_acc", "val_top5", "val_f1")},
                 "imagenet_overlap": self.meta.metrics.get("imagenet_overlap", False),
+                "synthetic": self.meta.metrics.get("synthetic", False),
             }
         if not self.ctx.main:
             return

@@ -48,7 +48,7 @@ from dogbreed.train.record import (
 )
 
 TERMINATED = "terminated by SIGTERM (another training process failed, or it was stopped)"
-RESUMABLE = frozenset({"device", "workers", "dataset", "tensorboard"})  # what a resumed run may change
+RESUMABLE = frozenset({"device", "workers", "dataset", "tensorboard", "check_engines"})  # a resume may change
 
 
 def train(config: TrainConfig, db_path: Path, listener: Listener | None = None) -> TrainResult:
@@ -212,7 +212,7 @@ class Session:
     def _prepare(self) -> None:
         """Everything before the run is recorded: settings checked, seeds, device, precision, data, model."""
         config, ctx = self.config, self.ctx
-        config.check()
+        config.check(fresh=self.resume_id is None)
         if config.dataset is not None:
             config.dataset = Path(config.dataset).expanduser().resolve()  # the record must find it from anywhere
         if config.tensorboard is not None:
@@ -278,7 +278,7 @@ class Session:
 
     def _open_run(self) -> None:
         config, chosen, ctx = self.config, self.plan, self.ctx
-        self.record = RunRecorder(config, ctx, plan.checkpoint_meta(chosen, self.classes))
+        self.record = RunRecorder(config, ctx, plan.checkpoint_meta(chosen, self.classes, self.data.synthetic))
         params = {
             **config.params(),
             "model": chosen.arch,
@@ -297,6 +297,7 @@ class Session:
             "precision": self.precision.name,
             "init_from": chosen.init_from,
             "classes": [key for key, _ in self.classes],
+            "synthetic": self.data.synthetic,
         }
         self.record.open(self.db_path, self.resume_id, values)
         self.record.result.precision = self.precision.name
@@ -359,6 +360,8 @@ class Session:
             f"{prep.resize_size}, {prep.interpolation}){start}{resumed}"
         )
         self.listener.stage(f"precision: {amp.note}")
+        if chosen.explained:
+            self.listener.stage(chosen.explained)
         if chosen.imagenet_overlap:
             from dogbreed.models.zoo import IMAGENET_CAVEAT
 
@@ -417,6 +420,47 @@ class Session:
         report["imagenet_overlap"] = self.plan.imagenet_overlap
         failed = set().union(*distributed.gather(self.ctx, self.fitter.skipped)) | set(test.failed)
         record.finish(model, report, skipped_images(data.unreadable, failed))
+        if self.ctx.main and self.config.check_engines and self.config.save and record.result.checkpoint:
+            self._check_engines()
+
+    def _check_engines(self) -> None:
+        """Rank 0, the run finished: the faster engines measured against fp32 on held-out images and recorded, so
+        predict's auto runs the fastest one that agrees with no further command (and the OpenVINO conversion is
+        cached by then). Whatever happens here costs the run nothing: a failure or Ctrl-C is one warning, and
+        'dogbreed check' measures later."""
+        from dogbreed import checks, engines
+        from dogbreed.models import sources
+
+        record, device = self.record, str(self.device)
+        if not checks.candidates_for(device):
+            return
+        source = sources.from_checkpoint(record.checkpoint, run_id=record.id)
+        images = checks.held_out_images(
+            self.data, f"run {record.id}'s dataset", checks.TRAIN_CHECK_IMAGES, db=Path(self.db_path)
+        )
+        self.listener.stage(f"measuring the faster engines against fp32 (for predict's auto) on {images.description}")
+        self.listener.start("checking engines", len(images))
+        seen = [0]
+
+        def progress(done: int, _total: int) -> None:
+            self.listener.advance(done - seen[0])
+            seen[0] = done
+
+        try:
+            results = checks.check_model(record.conn, source, images, device, progress)
+        except (Exception, KeyboardInterrupt, Terminated) as exc:  # the run is finished and recorded either way
+            why = "interrupted" if not isinstance(exc, Exception) else " ".join(str(exc).split())[:200]
+            self.listener.warn(f"the faster engines were not measured ({why}); later: dogbreed check --run {record.id}")
+            return
+        finally:
+            self.listener.stop()
+        chosen = engines.choose_for(record.conn, source, device)
+        record.result.checks, record.result.checked_on = [r.to_dict() for r in results], images.description
+        record.result.auto_engine = f"{chosen.engine} {chosen.precision}"
+        if (chosen.engine, chosen.precision) == engines.REFERENCE:
+            few = len(images) < engines.guard.MIN_IMAGES
+            why = f"the guard needs {engines.guard.MIN_IMAGES} images; the dataset had {len(images)}" if few else ""
+            record.result.auto_engine += f" ({why or 'no faster engine passed the guard'})"
 
     def _score_test(self) -> Any:
         """The best weights on the test split through predict's engine and preprocessing (each rank a share),
