@@ -23,6 +23,7 @@ from typing import Any
 
 from dogbreed.engines import Choice, Engine, Execution, choose, engine_class, load_engine
 from dogbreed.errors import DogbreedError
+from dogbreed.pause import pause_point
 from dogbreed.sources import ModelSource
 from dogbreed.store import jobs as job_rows
 from dogbreed.store.jobs import JobOutcome
@@ -316,6 +317,7 @@ def run_jobs(
         outcome.dropped += dropped
         if on_progress:
             on_progress(outcome.done, outcome.failed, len(job_ids))
+        pause_point()  # tests only (DOGBREED_PAUSE_WHILE): act while the run is certainly under way
 
     for attempt in range(2):  # a pool whose worker died is restarted once, its jobs requeued first
         in_flight: dict[Future, list[tuple[int, int]]] = {}

@@ -58,6 +58,7 @@ from dogbreed.model import (
     save_checkpoint,
     select_device,
 )
+from dogbreed.pause import pause_point
 from dogbreed.store import connect
 from dogbreed.store import runs as run_rows
 
@@ -608,6 +609,7 @@ class _Run:
         run_rows.update_run(
             self.conn, self.id, best_epoch=self.result.best_epoch, best_val_acc=self.result.best_val_acc, **values
         )
+        pause_point()  # tests only (DOGBREED_PAUSE_WHILE): act while the run is certainly under way
 
     def _better(self, row: dict[str, Any]) -> bool:
         """Higher validation accuracy wins; at equal accuracy, lower validation loss (a tie is common on small

@@ -75,8 +75,8 @@ def test_predict_errors_are_one_line(cli, uploaded, checkpoint, tmp_path):
     assert cli.sql("SELECT COUNT(*) FROM jobs")[0][0] == 0  # nothing was queued by the refused commands
 
 
-def _predict_proc(db, checkpoint, *extra):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _predict_proc(db, checkpoint, *extra, env=None):
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "dogbreed", "--db", str(db), "predict", "--checkpoint", str(checkpoint)]
     return subprocess.Popen(
         [*args, *map(str, extra)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -120,16 +120,20 @@ def slow_checkpoint(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("slow") / "slow.pt", image_size=160)
 
 
-def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow_checkpoint):
+def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow_checkpoint, tmp_path):
+    from tests.pausing import Gate, wait_for_row
+
     n = 96
     uploaded(n, size=(200, 160))
-    proc = _predict_proc(cli.db, slow_checkpoint, "--all", "--batch-size", 4, "--workers", 1)
-    done = _wait_for(cli, "SELECT COUNT(*) FROM jobs WHERE status = 'done'", lambda v: v >= 8)
+    gate = Gate(tmp_path)  # the run pauses after recording its first batch, its second batch claimed
+    proc = _predict_proc(cli.db, slow_checkpoint, "--all", "--batch-size", 4, "--workers", 1, env=gate.env())
+    done = wait_for_row(cli.db, "SELECT COUNT(*) FROM jobs WHERE status = 'done'", lambda v: v >= 4, proc)
     workers = _children(proc.pid)
     assert workers, "the pool's workers should be running"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 15
+    gate.open()
+    deadline = time.time() + 60  # the workers check on their parent every second: this only bounds a hang
     while any(_alive(pid) for pid in workers) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in workers), "orphaned workers outlived their killed parent"
