@@ -89,13 +89,14 @@ def test_two_gloo_processes_make_one_run_one_checkpoint_and_exact_metrics(cli, h
 
 def test_a_killed_rank_fails_the_run_cleanly_and_the_run_resumes(cli, home, learnable, tmp_path):
     from dogbreed.model import read_checkpoint
-    from tests.pausing import Gate, wait_for_row
+    from tests.pausing import Gate
 
     cli("stats")
     gate = Gate(tmp_path)  # rank 0 holds after recording epoch 1; rank 1 waits for it at their next collective
     proc = launch(cli.db, "--dataset", learnable, "--epochs", 3, "--batch-size", 4, *ARGS, env=gate.env())
     try:
-        wait_for_row(cli.db, "SELECT COUNT(*) FROM epochs", lambda n: n >= 1, proc)
+        gate.wait(proc)
+        assert cli.sql("SELECT COUNT(*) FROM epochs") == [(1,)]
         victim = rank_pid(1, f"DOGBREED_HOME={home}")
         assert victim is not None
         os.kill(victim, signal.SIGKILL)  # mid-run for certain: the run cannot end while rank 0 is held

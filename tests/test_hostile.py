@@ -38,7 +38,7 @@ from dogbreed.errors import DogbreedError
 from dogbreed.synthetic import make_synthetic
 from tests.conftest import make_checkpoint
 from tests.images import encode, jpeg_bytes, picture, png_bomb, write
-from tests.pausing import Gate, wait_for_row
+from tests.pausing import Gate
 from tests.servers import Server
 
 ESC_NAME = "evil\x1b[2J\x1b]0;pwned\x07[/][bold red]x"  # clears the screen, retitles it, breaks Rich markup
@@ -1275,7 +1275,11 @@ def _paused_predict(db: Path, checkpoint: Path, gate: Gate, *args: str, batch: i
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=gate.env(), start_new_session=True
     )
-    done = wait_for_row(db, "SELECT COUNT(*) FROM jobs WHERE status = 'done'", lambda v: v >= batch, proc)
+    gate.wait(proc)
+    conn = sqlite3.connect(db, timeout=60)
+    done = conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'done'").fetchone()[0]
+    conn.close()
+    assert done >= batch
     return proc, done
 
 

@@ -121,13 +121,15 @@ def slow_checkpoint(tmp_path_factory):
 
 
 def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow_checkpoint, tmp_path):
-    from tests.pausing import Gate, wait_for_row
+    from tests.pausing import Gate
 
     n = 96
     uploaded(n, size=(200, 160))
-    gate = Gate(tmp_path)  # the run pauses after recording its first batch, its second batch claimed
+    gate = Gate(tmp_path)
     proc = _predict_proc(cli.db, slow_checkpoint, "--all", "--batch-size", 4, "--workers", 1, env=gate.env())
-    done = wait_for_row(cli.db, "SELECT COUNT(*) FROM jobs WHERE status = 'done'", lambda v: v >= 4, proc)
+    gate.wait(proc)  # held right after recording its first batch, with its second batch claimed
+    done = cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0]
+    assert done >= 4
     workers = _children(proc.pid)
     assert workers, "the pool's workers should be running"
     proc.send_signal(signal.SIGKILL)
