@@ -151,10 +151,27 @@ def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow
     assert cli.sql("PRAGMA integrity_check")[0][0] == "ok"
 
 
-def test_two_concurrent_runs_share_the_work_without_duplicates_or_lock_errors(cli, uploaded, checkpoint):
+def test_two_concurrent_runs_share_the_work_without_duplicates_or_lock_errors(cli, uploaded, checkpoint, tmp_path):
+    """Overlap made certain: the first run is held with batches claimed while the second starts and records at
+    least one (so each does a share); then both run on, whatever the timing."""
+    from tests.pausing import Gate
+
     n = 120
     uploaded(n)
-    procs = [_predict_proc(cli.db, checkpoint, "--pending", "--batch-size", 4, "--workers", 1) for _ in range(2)]
+    gate = Gate(tmp_path)
+    first = _predict_proc(cli.db, checkpoint, "--pending", "--batch-size", 4, "--workers", 1, env=gate.env())
+    gate.wait(first)
+    held = cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0]
+    second = _predict_proc(cli.db, checkpoint, "--pending", "--batch-size", 4, "--workers", 1)
+    try:
+        until = time.monotonic() + 300  # only a bound on a hang: the second run must record while the first holds
+        while cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0] == held and second.poll() is None:
+            assert time.monotonic() < until, "the second run recorded nothing"
+            time.sleep(0.02)
+        assert cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0] > held, "the second run did nothing"
+    finally:
+        gate.open()
+    procs = [first, second]
     outputs = [p.communicate(timeout=240) for p in procs]
     for p, (_, stderr) in zip(procs, outputs):
         assert p.returncode == 0, stderr
