@@ -1283,25 +1283,41 @@ def _paused_predict(db: Path, checkpoint: Path, gate: Gate, *args: str, batch: i
     return proc, done
 
 
+def _images_by_job_status(conn: sqlite3.Connection, after_job: int) -> dict[str, list[int]]:
+    """{status: image ids} of the jobs numbered above ``after_job`` (one run's)."""
+    by: dict[str, list[int]] = {}
+    for image_id, status in conn.execute("SELECT image_id, status FROM jobs WHERE id > ? ORDER BY id", (after_job,)):
+        by.setdefault(status, []).append(image_id)
+    return by
+
+
+def _last_job(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
+    finally:
+        conn.close()
+
+
 def test_images_deleted_while_predict_runs_are_dropped_and_the_rest_finish(many_uploaded, slow_checkpoint, tmp_path):
     """Deletes land while the run holds claimed batches (paused after its first record, so certainly mid-run),
     then more while it claims, predicts and records again."""
     db = many_uploaded
     for trial in range(2):
-        gate = Gate(tmp_path)
+        gate, before = Gate(tmp_path), _last_job(db)
         proc, _ = _paused_predict(db, slow_checkpoint, gate, "-w", "2", "-q", batch=4)
         conn = sqlite3.connect(db, timeout=60)
         conn.execute("PRAGMA foreign_keys = ON")
         ids = [r[0] for r in conn.execute("SELECT id FROM images")]
         random.Random(trial).shuffle(ids)
-        running = {r[0] for r in conn.execute("SELECT image_id FROM jobs WHERE status = 'running'")}
-        paused = ids[:6] + sorted(running)[:2]  # some done, some in flight, some queued
+        jobs = _images_by_job_status(conn, before)
+        paused = [jobs["done"][0], *jobs["running"][:2], jobs["queued"][-1]]  # recorded, in flight, still queued
         for image_id in paused:
             conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
             conn.commit()
         assert proc.poll() is None
         gate.open()
-        for image_id in [i for i in ids[6:12] if i not in paused]:  # while it runs, or after: both must hold
+        for image_id in [i for i in ids if i not in paused][:8]:  # while it runs, or after: both must hold
             conn.execute("DELETE FROM images WHERE id = ?", (image_id,))
             conn.commit()
             time.sleep(0.01)
