@@ -87,21 +87,17 @@ def test_two_gloo_processes_make_one_run_one_checkpoint_and_exact_metrics(cli, h
     assert val["n"] == len(splits.val) and val["accuracy"] == kept["val_acc"] and val["macro_f1"] == kept["val_f1"]
 
 
-def test_a_killed_rank_fails_the_run_cleanly_and_the_run_resumes(cli, home, learnable, tmp_path):
+def test_a_killed_rank_fails_the_run_cleanly_and_the_run_resumes(cli, home, learnable, gate):
     from dogbreed.model import read_checkpoint
-    from tests.pausing import Gate
 
     cli("stats")
-    gate = Gate(tmp_path)  # rank 0 holds after recording epoch 1; rank 1 waits for it at their next collective
     proc = launch(cli.db, "--dataset", learnable, "--epochs", 3, "--batch-size", 4, *ARGS, env=gate.env())
-    try:
-        gate.wait(proc)
-        assert cli.sql("SELECT COUNT(*) FROM epochs") == [(1,)]
-        victim = rank_pid(1, f"DOGBREED_HOME={home}")
-        assert victim is not None
-        os.kill(victim, signal.SIGKILL)  # mid-run for certain: the run cannot end while rank 0 is held
-    finally:
-        gate.open()
+    gate.wait(proc)  # rank 0 holds after recording epoch 1; rank 1 waits for it at their next collective
+    assert cli.sql("SELECT COUNT(*) FROM epochs") == [(1,)]
+    victim = rank_pid(1, f"DOGBREED_HOME={home}")
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)  # mid-run for certain: the run cannot end while rank 0 is held
+    gate.open()
     _, stderr = finish(proc)
     assert proc.returncode == 1 and "rank 1 exited with signal SIGKILL" in stderr
     (run_id, status, error), *others = cli.sql("SELECT id, status, error FROM runs")

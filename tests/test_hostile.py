@@ -1272,9 +1272,7 @@ def _paused_predict(db: Path, checkpoint: Path, gate: Gate, *args: str, batch: i
     """``predict --all`` in its own session, held at its pause point once its first batch is recorded (its next
     batches claimed and in flight, the rest queued); returns (process, jobs done so far)."""
     cmd = [sys.executable, "-m", "dogbreed", "predict", "--all", "-c", str(checkpoint), "-b", str(batch), *args]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=gate.env(), start_new_session=True
-    )
+    proc = gate.start(cmd)
     gate.wait(proc)
     conn = sqlite3.connect(db, timeout=60)
     done = conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'done'").fetchone()[0]
@@ -1299,12 +1297,13 @@ def _last_job(db: Path) -> int:
         conn.close()
 
 
-def test_images_deleted_while_predict_runs_are_dropped_and_the_rest_finish(many_uploaded, slow_checkpoint, tmp_path):
+def test_images_deleted_while_predict_runs_are_dropped_and_the_rest_finish(many_uploaded, slow_checkpoint, gate):
     """Deletes land while the run holds claimed batches (paused after its first record, so certainly mid-run),
     then more while it claims, predicts and records again."""
     db = many_uploaded
     for trial in range(2):
-        gate, before = Gate(tmp_path), _last_job(db)
+        gate.arm()
+        before = _last_job(db)
         proc, _ = _paused_predict(db, slow_checkpoint, gate, "-w", "2", "-q", batch=4)
         conn = sqlite3.connect(db, timeout=60)
         conn.execute("PRAGMA foreign_keys = ON")
@@ -1335,11 +1334,11 @@ def test_images_deleted_while_predict_runs_are_dropped_and_the_rest_finish(many_
         assert left == 0 and unpredicted == 0
 
 
-def test_ctrl_c_during_predict_stores_what_is_done_and_says_how_to_finish(many_uploaded, slow_checkpoint, tmp_path):
+def test_ctrl_c_during_predict_stores_what_is_done_and_says_how_to_finish(many_uploaded, slow_checkpoint, gate):
     """SIGINT to the whole process group, as a terminal's Ctrl-C sends it: the workers leave it to the parent, which
     hands its claimed jobs back, says what finishes them and exits 130; --pending then finishes exactly those."""
     db = many_uploaded
-    proc, done = _paused_predict(db, slow_checkpoint, Gate(tmp_path), "-w", "2", "-q", batch=2)
+    proc, done = _paused_predict(db, slow_checkpoint, gate, "-w", "2", "-q", batch=2)
     os.killpg(proc.pid, signal.SIGINT)  # the run is held mid-way: the Ctrl-C cannot come after its end
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
@@ -1354,9 +1353,8 @@ def test_ctrl_c_during_predict_stores_what_is_done_and_says_how_to_finish(many_u
     assert finish.returncode == 0 and json.loads(finish.stdout)["done"] == statuses["queued"], finish.stderr
 
 
-def test_a_killed_pool_worker_is_replaced_and_the_run_finishes(many_uploaded, slow_checkpoint, tmp_path):
+def test_a_killed_pool_worker_is_replaced_and_the_run_finishes(many_uploaded, slow_checkpoint, gate):
     db = many_uploaded
-    gate = Gate(tmp_path)
     proc, _ = _paused_predict(db, slow_checkpoint, gate, "-w", "2", "-q", batch=2)
     workers = _children(proc.pid)
     assert len(workers) == 2, workers  # both started: the run is held with batches in flight on each

@@ -121,12 +121,9 @@ def slow_checkpoint(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("slow") / "slow.pt", image_size=160)
 
 
-def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow_checkpoint, tmp_path):
-    from tests.pausing import Gate
-
+def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow_checkpoint, gate):
     n = 32  # 8 batches: the run is held after the first, so its size need not outlast a timer
     uploaded(n, size=(200, 160))
-    gate = Gate(tmp_path)
     proc = _predict_proc(cli.db, slow_checkpoint, "--all", "--batch-size", 4, "--workers", 1, env=gate.env())
     gate.wait(proc)  # held right after recording its first batch, with its second batch claimed
     done = cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0]
@@ -152,14 +149,11 @@ def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow
     assert cli.sql("PRAGMA integrity_check")[0][0] == "ok"
 
 
-def test_two_concurrent_runs_share_the_work_without_duplicates_or_lock_errors(cli, uploaded, checkpoint, tmp_path):
+def test_two_concurrent_runs_share_the_work_without_duplicates_or_lock_errors(cli, uploaded, checkpoint, gate):
     """Overlap made certain: the first run is held with batches claimed while the second starts and records at
     least one (so each does a share); then both run on, whatever the timing."""
-    from tests.pausing import Gate
-
     n = 120
     uploaded(n)
-    gate = Gate(tmp_path)
     first = _predict_proc(cli.db, checkpoint, "--pending", "--batch-size", 4, "--workers", 1, env=gate.env())
     gate.wait(first)
     held = cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0]
