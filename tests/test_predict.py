@@ -133,8 +133,8 @@ def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     gate.open()
-    deadline = time.time() + 60  # the workers check on their parent every second: this only bounds a hang
-    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+    deadline = time.monotonic() + 60  # the workers check on their parent every second: this only bounds a hang
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in workers), "orphaned workers outlived their killed parent"
     remaining = cli.sql("SELECT COUNT(*) FROM jobs WHERE status != 'done'")[0][0]
@@ -158,14 +158,12 @@ def test_two_concurrent_runs_share_the_work_without_duplicates_or_lock_errors(cl
     gate.wait(first)
     held = cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0]
     second = _predict_proc(cli.db, checkpoint, "--pending", "--batch-size", 4, "--workers", 1)
-    try:
-        until = time.monotonic() + 300  # only a bound on a hang: the second run must record while the first holds
-        while cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0] == held and second.poll() is None:
-            assert time.monotonic() < until, "the second run recorded nothing"
-            time.sleep(0.02)
-        assert cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0] > held, "the second run did nothing"
-    finally:
-        gate.open()
+    until = time.monotonic() + 300  # only a bound on a hang: the second run must record while the first holds
+    while cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0] == held and second.poll() is None:
+        assert time.monotonic() < until, "the second run recorded nothing"
+        time.sleep(0.02)
+    assert cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0] > held, "the second run did nothing"
+    gate.open()
     procs = [first, second]
     outputs = [p.communicate(timeout=240) for p in procs]
     for p, (_, stderr) in zip(procs, outputs):
