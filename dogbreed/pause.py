@@ -6,7 +6,7 @@ a file and names it in ``DOGBREED_PAUSE_WHILE`` for the process it starts. At it
 creates the same name plus ``.paused`` and waits there for as long as the file exists: the test waits for the
 ``.paused`` file, acts while the run is certainly under way, then deletes the file to let it go on. The pause
 points: a predict run after it records each batch (``predict.run_jobs``), training after rank 0 records each epoch
-(``train._Run.end_epoch``).
+(``train.record.RunRecorder.end_epoch``).
 
 Unset (always, outside the tests) a pause point costs one environment lookup. Signals reach a paused process as
 they would a working one (the wait is a plain sleep in the main thread).

@@ -65,6 +65,17 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
+def gate(tmp_path):
+    """A Gate (tests/pausing.py) that holds a process at a known point; at the end of the test it opens, and a
+    process it held that still runs is killed (a failed test leaves nothing behind)."""
+    from tests.pausing import Gate
+
+    held = Gate(tmp_path)
+    yield held
+    held.close()
+
+
+@pytest.fixture
 def cli(home) -> Cli:
     return Cli(home / "dogbreed.db")
 

@@ -11,10 +11,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Server:
     """An HTTP server on 127.0.0.1 that serves ``files`` and misbehaves per file as ``behaviour`` says. Every
-    handler ends by itself (a stop event, a time cap, the client leaving)."""
+    handler ends by itself (a stop event, a size or time cap, the client leaving). ``sent`` counts the body bytes
+    written per file, so a test can tell a client that hung up by itself from one that read to the server's end."""
+
+    ENDLESS_CAP = 64 << 20  # what "endless" sends at most: far beyond any limit a test sets
 
     def __init__(self, files: dict[str, bytes], behaviour: dict[str, str] | None = None):
         self.files, self.behaviour, self.requests = dict(files), dict(behaviour or {}), []
+        self.sent: dict[str, int] = {}
         self.stop = threading.Event()
         server = self
 
@@ -61,12 +65,14 @@ class Server:
         h.send_header("Content-Length", str(len(data) - start))
         h.end_headers()
 
-    def _endless(self, h, data, start, rng):  # no Content-Length, never ends on its own (10 s cap)
+    def _endless(self, h, data, start, rng):  # no Content-Length, never ends on its own (a 64 MB cap)
         h.send_response(200)
         h.end_headers()
-        chunk, until = b"\0" * (1 << 16), time.monotonic() + 10
-        while not self.stop.is_set() and time.monotonic() < until:
+        chunk, name = b"\0" * (1 << 16), h.path.rsplit("/", 1)[-1]
+        self.sent[name] = 0
+        while not self.stop.is_set() and self.sent[name] < self.ENDLESS_CAP:
             h.wfile.write(chunk)
+            self.sent[name] += len(chunk)
 
     @staticmethod
     def _liar(h, data, start, rng):  # announces a terabyte
@@ -90,22 +96,17 @@ class Server:
                 return
             h.wfile.write(data[i : i + 1])
 
-    def _header_drip(self, h, data, start, rng):  # the headers never end
+    def _header_drip(self, h, data, start, rng):  # the headers never end (a 60 s cap)
         h.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-        until = time.monotonic() + 15
+        until = time.monotonic() + 60
         while not self.stop.wait(0.2) and time.monotonic() < until:
             h.wfile.write(b"x")
 
-    def _steady(self, h, data, start, rng):  # a steady 32 KB/s, honouring Range
-        h.send_response(206 if rng else 200)
-        if rng:
-            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        h.send_header("Content-Length", str(len(data) - start))
-        h.end_headers()
-        for i in range(start, len(data), 4096):
-            if self.stop.wait(0.125):
-                return
-            h.wfile.write(data[i : i + 4096])
+    def _half_then_hold(self, h, data, start, rng):  # the first half at once, then nothing until the server stops
+        self._range_headers(h, data, start, rng)
+        h.wfile.write(data[start : start + (len(data) - start) // 2])
+        h.wfile.flush()
+        self.stop.wait()
 
     @staticmethod
     def _wrong_offset(h, data, start, rng):  # 206 whatever was asked, always from byte 0

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -177,13 +178,41 @@ def test_usage_lines_are_readable(cli):
     assert "PATH..." in usage and "{paths}" not in usage
 
 
-def test_shell_completion_is_available(home):
-    from typer.testing import CliRunner
+def _in_bash(tmp_path, script: str) -> subprocess.CompletedProcess:
+    """``script`` run by bash with ``dogbreed`` on its PATH (this interpreter's dogbreed) and a HOME of its own.
+    Completion is for the shell the command runs in, which typer finds among the process's ancestors; a test
+    run has none of its own when CI starts it from a daemon, so bash is started here, and stays the command's
+    parent: a lone command would be exec'd in place of bash, hence the trailing exit."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash on this machine")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    launcher = bin_dir / "dogbreed"
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m dogbreed "$@"\n')
+    launcher.chmod(0o755)
+    env = {**os.environ, "HOME": str(tmp_path / "user"), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run([bash, "-c", f"{script}; exit $?"], capture_output=True, text=True, env=env, timeout=60)
 
-    from dogbreed.cli import app
 
-    result = CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="dogbreed")
-    assert result.exit_code == 0 and "_DOGBREED_COMPLETE" in result.stdout
+def test_shell_completion_is_available(home, tmp_path):
+    """--show-completion prints the script, --install-completion installs it, and it completes."""
+    shown = _in_bash(tmp_path, "dogbreed --show-completion")
+    assert shown.returncode == 0 and "_DOGBREED_COMPLETE=complete_bash" in shown.stdout, shown.stderr
+
+    installed = _in_bash(tmp_path, "dogbreed --install-completion")
+    assert installed.returncode == 0 and "bash completion installed in" in installed.stdout, installed.stderr
+    script = tmp_path / "user" / ".bash_completions" / "dogbreed.sh"
+    assert f"source '{script}'" in (tmp_path / "user" / ".bashrc").read_text()
+    assert script.read_text().strip() == shown.stdout.strip()
+
+    # what bash does on <TAB> after "dogbreed pre": the installed function asks dogbreed for the words
+    words = _in_bash(
+        tmp_path,
+        f"source '{script}'; COMP_WORDS=(dogbreed pre); COMP_CWORD=1; _dogbreed_completion dogbreed; "
+        'printf "%s\\n" "${COMPREPLY[@]}"',
+    )
+    assert words.returncode == 0 and words.stdout.split() == ["predict"], words.stdout + words.stderr
 
 
 def test_piped_output_never_truncates_even_at_80_columns(cli, tmp_path, checkpoint):

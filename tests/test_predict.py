@@ -75,17 +75,18 @@ def test_predict_errors_are_one_line(cli, uploaded, checkpoint, tmp_path):
     assert cli.sql("SELECT COUNT(*) FROM jobs")[0][0] == 0  # nothing was queued by the refused commands
 
 
-def _predict_proc(db, checkpoint, *extra):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _predict_proc(db, checkpoint, *extra, env=None):
+    env = {**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "dogbreed", "--db", str(db), "predict", "--checkpoint", str(checkpoint)]
     return subprocess.Popen(
         [*args, *map(str, extra)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
 
 
-def _wait_for(cli, sql, predicate, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def _wait_for(cli, sql, predicate, timeout=300):
+    """Poll the store until ``predicate`` holds (``timeout`` only bounds a hang, generously for a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
             value = cli.sql(sql)[0][0]
             if predicate(value):
@@ -120,17 +121,20 @@ def slow_checkpoint(tmp_path_factory):
     return make_checkpoint(tmp_path_factory.mktemp("slow") / "slow.pt", image_size=160)
 
 
-def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow_checkpoint):
-    n = 96
+def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow_checkpoint, gate):
+    n = 32  # 8 batches: the run is held after the first, so its size need not outlast a timer
     uploaded(n, size=(200, 160))
-    proc = _predict_proc(cli.db, slow_checkpoint, "--all", "--batch-size", 4, "--workers", 1)
-    done = _wait_for(cli, "SELECT COUNT(*) FROM jobs WHERE status = 'done'", lambda v: v >= 8)
+    proc = _predict_proc(cli.db, slow_checkpoint, "--all", "--batch-size", 4, "--workers", 1, env=gate.env())
+    gate.wait(proc)  # held right after recording its first batch, with its second batch claimed
+    done = cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0]
+    assert done >= 4
     workers = _children(proc.pid)
     assert workers, "the pool's workers should be running"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 15
-    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+    gate.open()
+    deadline = time.monotonic() + 60  # the workers check on their parent every second: this only bounds a hang
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in workers), "orphaned workers outlived their killed parent"
     remaining = cli.sql("SELECT COUNT(*) FROM jobs WHERE status != 'done'")[0][0]
@@ -145,10 +149,22 @@ def test_run_killed_with_sigkill_is_finished_by_the_next_run(cli, uploaded, slow
     assert cli.sql("PRAGMA integrity_check")[0][0] == "ok"
 
 
-def test_two_concurrent_runs_share_the_work_without_duplicates_or_lock_errors(cli, uploaded, checkpoint):
+def test_two_concurrent_runs_share_the_work_without_duplicates_or_lock_errors(cli, uploaded, checkpoint, gate):
+    """Overlap made certain: the first run is held with batches claimed while the second starts and records at
+    least one (so each does a share); then both run on, whatever the timing."""
     n = 120
     uploaded(n)
-    procs = [_predict_proc(cli.db, checkpoint, "--pending", "--batch-size", 4, "--workers", 1) for _ in range(2)]
+    first = _predict_proc(cli.db, checkpoint, "--pending", "--batch-size", 4, "--workers", 1, env=gate.env())
+    gate.wait(first)
+    held = cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0]
+    second = _predict_proc(cli.db, checkpoint, "--pending", "--batch-size", 4, "--workers", 1)
+    until = time.monotonic() + 300  # only a bound on a hang: the second run must record while the first holds
+    while cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0] == held and second.poll() is None:
+        assert time.monotonic() < until, "the second run recorded nothing"
+        time.sleep(0.02)
+    assert cli.sql("SELECT COUNT(*) FROM jobs WHERE status = 'done'")[0][0] > held, "the second run did nothing"
+    gate.open()
+    procs = [first, second]
     outputs = [p.communicate(timeout=240) for p in procs]
     for p, (_, stderr) in zip(procs, outputs):
         assert p.returncode == 0, stderr
