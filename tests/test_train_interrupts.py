@@ -29,13 +29,6 @@ def tiny(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def gate(tmp_path):
-    held = Gate(tmp_path)
-    yield held
-    held.close()
-
-
 def train_cmd(db: Path, *args) -> list[str]:
     return [sys.executable, "-m", "dogbreed", "--db", str(db), "train", *map(str, args)]
 

@@ -154,3 +154,34 @@ def test_extractor_features_are_cached_between_runs(cli, labelled_store, home, t
     assert {p: p.stat().st_mtime_ns for p in cached} == stamps  # read back, not computed again
     assert second["test"]["accuracy"] == first["test"]["accuracy"]
     assert second["epochs"] == [dict(e, seconds=s["seconds"]) for e, s in zip(first["epochs"], second["epochs"])]
+
+
+def test_labels_changed_while_train_store_runs_leave_the_run_on_its_snapshot(cli, labelled_store, home, gate):
+    """The run trains on the labels it read when it started: held after its first epoch, the store is relabelled,
+    an image deleted and a new one labelled; the run finishes on its snapshot, records it, and eval reproduces it."""
+    import os
+    import sys
+
+    cmd = [sys.executable, "-m", "dogbreed", "--db", str(cli.db), "train", "--store", "--epochs", "2", "--json"]
+    proc = gate.start(cmd + TRAIN, env={**os.environ, "DOGBREED_HOME": str(home)})
+    gate.wait(proc)
+    (run_id,) = cli.sql("SELECT id FROM runs")[0]
+    snapshot = cli.sql("SELECT image_id, split, label FROM run_images WHERE run_id = ? ORDER BY image_id", (run_id,))
+    split_of = {image_id: split for image_id, split, _ in snapshot}
+    shibas = [r["id"] for r in cli.json("list", "--breed", "shiba inu", "--limit", "100")]
+    tested = [i for i in shibas if split_of[i] == "test"]
+    trained = [i for i in shibas if split_of[i] == "train"]
+    cli("label", *tested, "labradoodle")  # the run still scores them as Shiba Inu
+    cli("delete", trained[0])
+    cli("upload", photos(home.parent / "late", 0, 1, seed=5)[0], "-g", "shiba inu")
+    gate.open()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    run = json.loads(out)
+    assert run["status"] == "finished"
+    after = cli.sql("SELECT image_id, split, label FROM run_images WHERE run_id = ? ORDER BY image_id", (run_id,))
+    assert after == snapshot  # the late image is not in it, the relabelled ones keep the label trained on
+    assert f"store:{trained[0]}" in run["skipped"]  # the deleted image was skipped in epoch 2, not fatal
+    evaluated = cli.json("eval", "--run", run_id, "--engine", "torch", "--precision", "fp32")
+    assert evaluated["n"] == run["test"]["n"]
+    assert evaluated["accuracy"] == pytest.approx(run["test"]["accuracy"], abs=1e-9)
