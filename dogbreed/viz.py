@@ -4,7 +4,9 @@ backend; every figure is closed; text that came from files or checkpoints is dra
 from __future__ import annotations
 
 import io
+import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +108,69 @@ def render_view(
         return _save(fig, output)
     finally:
         plt.close(fig)
+
+
+class NoPrediction(DogbreedError):
+    """The image has no prediction (from the model asked for) to draw."""
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """What the `view` figure of one stored image shows, read from the store (``image_view``); ``draw`` renders
+    it. Reading and drawing are apart so that a server reads under its store connection and draws outside it."""
+
+    image_bytes: bytes
+    top: Sequence[Any]
+    ground_truth: str | None
+    ground_truth_name: str | None
+    heading: str
+    model: str
+    dog_probability: float | None
+
+    def draw(self, output: Path) -> Path:
+        return render_view(
+            self.image_bytes,
+            self.top,
+            self.ground_truth,
+            output,
+            heading=self.heading,
+            model=self.model,
+            dog_probability=self.dog_probability,
+            ground_truth_name=self.ground_truth_name,
+        )
+
+
+def image_view(conn: sqlite3.Connection, image_id: int, *, top_k: int = 10, source: Any = None) -> ImageView:
+    """The `view` figure of stored image ``image_id``: its newest prediction, or the newest by ``source`` (a
+    ``ModelSource``). Raises ``DogbreedError`` for no such image, ``NoPrediction`` when there is nothing to draw."""
+    from dogbreed import labels
+    from dogbreed.models.sources import SYNTHETIC_NOTE, learnt_from_synthetic
+    from dogbreed.store import images, predictions
+
+    image = images.get_image(conn, image_id)
+    if image is None:
+        raise DogbreedError(f"no image with id {image_id}; see 'dogbreed list'")
+    preds = predictions.for_image(conn, image_id)
+    if source is not None:
+        preds = [p for p in preds if p.model_key == source.key]
+    if not preds and source is not None:
+        raise NoPrediction(
+            f"image {image_id} has no prediction from {source.name}; run "
+            f"'dogbreed predict --id {image_id} {source.as_options()}' first"
+        )
+    if not preds:
+        raise NoPrediction(f"image {image_id} has no prediction yet; run 'dogbreed predict --id {image_id}'")
+    pred = preds[0]
+    synthetic = f"\n{SYNTHETIC_NOTE}" if learnt_from_synthetic(conn, pred.model_key) else ""
+    return ImageView(
+        images.get_image_bytes(conn, image_id),
+        pred.top(top_k),
+        image.ground_truth,
+        labels.vocabulary(conn).name(image.ground_truth) or None,
+        heading=f"image {image_id}: {image.filename}",
+        model=f"{pred.model} on {pred.device}, {pred.created_at[:19].replace('T', ' ')}{synthetic}",
+        dog_probability=pred.dog_probability,
+    )
 
 
 def render_curves(epochs: list[dict[str, Any]], output: Path, title: str = "", best_epoch: int | None = None) -> Path:

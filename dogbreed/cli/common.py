@@ -81,7 +81,6 @@ def when(timestamp: str | None) -> str:
     return (timestamp or "")[:19].replace("T", " ")
 
 
-SYNTHETIC_NOTE = "trained on SYNTHETIC data (stripe patterns, not photos)"
 # What the two kinds of figure mean (see store.predictions): printed under every table that shows both.
 NUMBERS_LEGEND = "breed %: among the model's breeds; dog at all: that it shows a dog"
 

@@ -9,7 +9,6 @@ import typer
 
 from dogbreed.cli import app
 from dogbreed.cli.common import (
-    SYNTHETIC_NOTE,
     BatchSizeOpt,
     CheckpointOpt,
     Column,
@@ -40,6 +39,7 @@ from dogbreed.cli.common import (
     warn,
 )
 from dogbreed.errors import DogbreedError
+from dogbreed.models.sources import SYNTHETIC_NOTE
 
 PER_BREED_COLUMNS = [
     Column("name", "breed"),
@@ -214,5 +214,3 @@ def print_eval(outcome: Any, quiet: bool) -> None:
             Column("count", "images", justify="right"),
         ]
         emit(pairs, columns, "table", title="most confused")
-
-

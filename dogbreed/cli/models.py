@@ -11,7 +11,6 @@ import typer
 
 from dogbreed.cli import app
 from dogbreed.cli.common import (
-    SYNTHETIC_NOTE,
     CheckpointOpt,
     Column,
     CsvOpt,
@@ -37,6 +36,7 @@ from dogbreed.cli.common import (
     when,
 )
 from dogbreed.errors import DogbreedError
+from dogbreed.models.sources import SYNTHETIC_NOTE
 
 MODEL_COLUMNS = [
     Column("name", "model"),

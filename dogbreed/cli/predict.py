@@ -11,7 +11,6 @@ import typer
 from dogbreed.cli import app
 from dogbreed.cli.common import (
     NUMBERS_LEGEND,
-    SYNTHETIC_NOTE,
     BatchSizeOpt,
     CheckpointOpt,
     Column,
@@ -44,6 +43,7 @@ from dogbreed.cli.common import (
 )
 from dogbreed.cli.images import MAX_ID, dog_mark, not_a_dog, print_upload_line
 from dogbreed.errors import DogbreedError
+from dogbreed.models.sources import SYNTHETIC_NOTE
 
 
 def resolve_model(conn: Any, checkpoint: Path | None, model: str | None, weights: Path | None, run: int | None):
@@ -433,40 +433,17 @@ def view_cmd(
     The photo, a bar chart of its top-k breeds (only breeds the model knows), a title coloured by correctness,
     the image id, file name and model, and a mark when the photo is probably not a dog.
     """
-    from dogbreed import labels, viz
-    from dogbreed.models.sources import learnt_from_synthetic
-    from dogbreed.store import images, predictions
+    from dogbreed import viz
 
     conn = open_db(ctx)
-    image = images.get_image(conn, image_id)
-    if image is None:
-        raise DogbreedError(f"no image with id {image_id}; see 'dogbreed list'")
-    preds = predictions.for_image(conn, image_id)
-    if not preds:
-        raise DogbreedError(f"image {image_id} has no prediction yet; run 'dogbreed predict --id {image_id}'")
-    pred = preds[0]
-    if any(x is not None for x in (checkpoint, model, run)):
-        source = resolve_model(conn, checkpoint, model, weights, run)
-        chosen = [p for p in preds if p.model_key == source.key]
-        if not chosen:
-            raise DogbreedError(
-                f"image {image_id} has no prediction from {source.name}; run "
-                f"'dogbreed predict --id {image_id} {source.as_options()}' first"
-            )
-        pred = chosen[0]
+    source = (
+        resolve_model(conn, checkpoint, model, weights, run)
+        if any(x is not None for x in (checkpoint, model, run))
+        else None
+    )
+    view = viz.image_view(conn, image_id, top_k=top_k, source=source)
     target = output or Path(f"view-{image_id}.png")
     if target.is_dir():
         target = target / f"view-{image_id}.png"
-    data = images.get_image_bytes(conn, image_id)
-    path = viz.render_view(
-        data,
-        pred.top(top_k),
-        image.ground_truth,
-        target,
-        heading=f"image {image_id}: {clean(image.filename)}",
-        model=f"{clean(pred.model)} on {clean(pred.device)}, {when(pred.created_at)}"
-        + (f"\n{SYNTHETIC_NOTE}" if learnt_from_synthetic(conn, pred.model_key) else ""),
-        dog_probability=pred.dog_probability,
-        ground_truth_name=labels.vocabulary(conn).name(image.ground_truth) or None,
-    )
+    path = view.draw(target)
     out.print(safe(path), soft_wrap=True)

@@ -9,7 +9,6 @@ import typer
 
 from dogbreed.cli import app
 from dogbreed.cli.common import (
-    SYNTHETIC_NOTE,
     Column,
     CsvOpt,
     JsonOpt,
@@ -29,6 +28,7 @@ from dogbreed.cli.common import (
 )
 from dogbreed.cli.images import MAX_ID
 from dogbreed.errors import DogbreedError
+from dogbreed.models.sources import SYNTHETIC_NOTE
 
 
 def _run_name(row: dict[str, Any]) -> str:

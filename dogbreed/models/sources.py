@@ -170,6 +170,7 @@ def learnt_from_synthetic(conn: sqlite3.Connection, model_key: str) -> bool:
 
 
 CHANGE_DEFAULT = "change: dogbreed models --default"
+SYNTHETIC_NOTE = "trained on SYNTHETIC data (stripe patterns, not photos)"
 
 
 def best_run(conn: sqlite3.Connection) -> tuple[int, str] | None:

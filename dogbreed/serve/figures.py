@@ -29,27 +29,14 @@ def view_png(request: Request, image_id: int, top_k: int) -> bytes | None:
     """The newest prediction's `view` figure, or None when the image has no prediction; 404 for no image."""
     from dogbreed import viz
     from dogbreed.serve.context import image_or_404
-    from dogbreed.store.images import get_image_bytes
-    from dogbreed.store.predictions import for_image
 
     with store(request) as conn:
-        image = image_or_404(conn, image_id)
-        preds = for_image(conn, image_id)
-        if not preds:
+        image_or_404(conn, image_id)
+        try:
+            view = viz.image_view(conn, image_id, top_k=top_k)
+        except viz.NoPrediction:
             return None
-        data = get_image_bytes(conn, image_id)
-    pred = preds[0]
-    return _draw(
-        lambda out: viz.render_view(
-            data,
-            pred.top(top_k),
-            image.ground_truth,
-            out,
-            heading=f"image {image_id}: {image.filename}",
-            model=f"{pred.model} on {pred.device}, {pred.created_at[:19].replace('T', ' ')}",
-            dog_probability=pred.dog_probability,
-        )
-    )
+    return _draw(view.draw)
 
 
 def curves_png(request: Request, run_id: int) -> bytes:
