@@ -57,6 +57,10 @@ def _init(source: ModelSource, choice: Choice, db_path: str, threads: int, paren
         predict.init_worker(source, choice, db_path, threads, parent_pid)
     except Exception as exc:  # the parent turns this into one line and refuses to start
         _INIT_ERROR.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    else:
+        error = predict.worker_error()  # a model that cannot be loaded is kept as a reason, not raised
+        if error:
+            _INIT_ERROR.append(error.removeprefix("the model could not be loaded: "))
 
 
 def _ping() -> tuple[int, str | None]:

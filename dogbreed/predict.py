@@ -239,6 +239,11 @@ def init_worker(source: ModelSource, choice: Choice, db_path: str, threads: int,
     _WORKER.update(engine=engine, conn=connect(db_path, readonly=True))
 
 
+def worker_error() -> str | None:
+    """Why this worker process holds no model (``init_worker`` could not load it), or None."""
+    return _WORKER.get("error")
+
+
 def breed_probs(classes: tuple[str, ...], row: Any) -> dict[str, float]:
     """Probabilities over all 120 Stanford breeds in canonical order (breeds the model was not trained on get 0),
     then the model's own breeds in its order."""

@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "dogbreed.ingest",
             "dogbreed.labels",
+            "dogbreed.records",
             "dogbreed.predict",
             "dogbreed.jobqueue",
             "dogbreed.worker",

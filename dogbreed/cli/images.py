@@ -37,6 +37,7 @@ from dogbreed.cli.common import (
 )
 from dogbreed.errors import DogbreedError
 from dogbreed.imagenet import DOG_THRESHOLD
+from dogbreed.records import image_record, listing_row, prediction_record
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: bigger ids cannot exist
 UNCERTAIN_BELOW = 0.5  # list --uncertain: a top-1 probability below this is worth a look
@@ -47,16 +48,6 @@ def dog_mark(p: float | None) -> str:
     if p is None:
         return "?"
     return percent(p) if p >= DOG_THRESHOLD else f"NOT A DOG? {percent(p)}"
-
-
-def not_a_dog(p: float | None) -> bool | None:
-    return None if p is None else p < DOG_THRESHOLD
-
-
-def prediction_json(pred: Any, top_k: int) -> dict[str, Any]:
-    data = pred.to_dict(top_k)
-    data["not_a_dog"] = not_a_dog(pred.dog_probability)
-    return data
 
 
 # ---------------------------------------------------------------- upload
@@ -233,14 +224,7 @@ def list_cmd(
         below=min_probability if uncertain else None,
         model_key=resolve_model_key(conn, checkpoint, model, weights, run) if named else None,
     )
-    rows = []
-    for item in images.list_images(conn, limit=limit, offset=offset, only=only):
-        row = item.to_dict()
-        row["ground_truth_name"] = vocabulary.name(item.ground_truth) or None
-        row["top1_name"] = vocabulary.name(item.top1) or None
-        row["top1_prob_among_breeds"] = item.top1_prob  # the same figure, named for what it is
-        row["not_a_dog"] = not_a_dog(item.dog_probability)
-        rows.append(row)
+    rows = [listing_row(item, vocabulary) for item in images.list_images(conn, limit=limit, offset=offset, only=only)]
     filtered = only.breed or unlabelled or only.by_prediction
     first_page = offset == 0 and after is None and not filtered
     empty = "no images yet: add some with 'dogbreed upload PATH'" if first_page else "no (more) images"
@@ -283,12 +267,10 @@ def show_cmd(
         raise DogbreedError(f"no image with id {image_id}; see 'dogbreed list'")
     k = 1000 if all_breeds else top_k
     preds = predictions.for_image(conn, image_id)
-    label = labels.vocabulary(conn).name(image.ground_truth)
+    vocabulary = labels.vocabulary(conn)
+    label = vocabulary.name(image.ground_truth)
     if as_json:
-        data = image.to_dict()
-        data["ground_truth_name"] = label or None
-        data["predictions"] = [prediction_json(p, k) for p in preds]
-        print_json(data)
+        print_json(image_record(image, preds, k, vocabulary))
         return
     if as_csv:
         emit_show_csv(image, label, preds, min(k, 120))
@@ -321,7 +303,7 @@ def emit_show_csv(image: Any, label: str, preds: list[Any], k: int) -> None:
     """``show --csv``: a row per prediction, the image's fields first, the top-k flat, then the dog figure."""
     base = {column: getattr(image, field) for column, field in SHOW_CSV_IMAGE.items()}
     base["ground_truth_name"] = label or None
-    rows = [{**base, **flat_top(prediction_json(pred, k), k)} for pred in preds]
+    rows = [{**base, **flat_top(prediction_record(pred, k), k)} for pred in preds]
     keys = [*base, *SHOW_CSV_PREDICTION, *flat_fields(k), "dog_probability", "not_a_dog"]
     emit(rows or [base], [Column(key, key) for key in keys], "csv")
 

@@ -41,9 +41,10 @@ from dogbreed.cli.common import (
     warn,
     when,
 )
-from dogbreed.cli.images import MAX_ID, dog_mark, not_a_dog, print_upload_line
+from dogbreed.cli.images import MAX_ID, dog_mark, print_upload_line
 from dogbreed.errors import DogbreedError
 from dogbreed.models.sources import SYNTHETIC_NOTE
+from dogbreed.records import not_a_dog
 
 
 def resolve_model(conn: Any, checkpoint: Path | None, model: str | None, weights: Path | None, run: int | None):

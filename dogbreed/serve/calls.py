@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from dogbreed import labels, records
 from dogbreed.errors import DogbreedError
 from dogbreed.jobqueue import Queued, ServiceStopping, queue_photos
 from dogbreed.serve import shapes
@@ -107,7 +108,6 @@ def _answers(request: Request, queued: Queued, uploads: list[Any], top_k: int) -
 def set_label(request: Request, img_id: ImageId, label: Label) -> dict[str, Any]:
     """Correct an image's ground truth (any spelling the CLI accepts, your own breeds too; null clears it). Every
     change is recorded, as `dogbreed label` records it."""
-    from dogbreed import labels
     from dogbreed.store.images import get_image
 
     breed = resolve_label(request, label.ground_truth)
@@ -135,7 +135,8 @@ def list_records(
     wnid = resolve_label(request, breed).wnid if breed else None
     with store(request) as conn:
         rows = list_images(conn, limit=limit, offset=offset, after_id=after, breed=wnid)
-    return {"data": [shapes.listing_row(r) for r in rows], "next_after": rows[-1].id if len(rows) == limit else None}
+        data = [records.listing_row(r, labels.vocabulary(conn)) for r in rows]
+    return {"data": data, "next_after": rows[-1].id if len(rows) == limit else None}
 
 
 @router.get("/records/{img_id}", name="get_record")
@@ -145,7 +146,7 @@ def get_record(request: Request, img_id: ImageId, top_k: int = Query(5, ge=1, le
 
     with store(request) as conn:
         image = image_or_404(conn, img_id)
-        return shapes.image_record(image, for_image(conn, img_id), top_k)
+        return records.image_record(image, for_image(conn, img_id), top_k, labels.vocabulary(conn))
 
 
 @router.get("/images/{img_id}/thumbnail", name="thumbnail", responses={200: {"content": {"image/jpeg": {}}}})
@@ -236,8 +237,6 @@ def _breed_row(b: Any, names: Any) -> dict[str, Any]:
 @router.get("/breeds", name="breeds")
 def breeds(request: Request) -> dict[str, Any]:
     """Stanford's 120 breeds and the store's own, with every spelling the API uses."""
-    from dogbreed import labels
-
     with store(request) as conn:
         names = labels.vocabulary(conn)
     return {"data": [_breed_row(b, names) for b in names.breeds]}
@@ -246,8 +245,6 @@ def breeds(request: Request) -> dict[str, Any]:
 @router.post("/breeds", name="add_breed", status_code=201)
 def add_breed(request: Request, new: NewBreed) -> dict[str, Any]:
     """Register a breed of your own, as `dogbreed breeds add NAME` does (422 when the name is taken or unusable)."""
-    from dogbreed import labels
-
     with store(request) as conn:
         try:
             breed = labels.add_breed(conn, new.name, new.note)
@@ -259,8 +256,6 @@ def add_breed(request: Request, new: NewBreed) -> dict[str, Any]:
 @router.delete("/breeds/{name}", name="remove_breed")
 def remove_breed(request: Request, name: Annotated[str, Path(max_length=200)]) -> dict[str, Any]:
     """Forget one of your breeds, named exactly (409 while images or runs use it)."""
-    from dogbreed import labels
-
     with store(request) as conn:
         try:
             breed = labels.remove_breed(conn, name)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from dogbreed.serve import shapes
+from dogbreed import records
 from dogbreed.serve.auth import COOKIE, token_matches
 from dogbreed.serve.context import MAX_ID, ImageId, image_or_404, settings, store
 
@@ -43,7 +43,7 @@ def card(item: Any) -> dict[str, Any]:
         "filename": item.filename,
         "breed": display_name(item.top1) or None,
         "probability": item.top1_prob,
-        "not_a_dog": shapes.not_a_dog(item.dog_probability),
+        "not_a_dog": records.not_a_dog(item.dog_probability),
         "ground_truth": display_name(item.ground_truth) or None,
     }
 
@@ -91,7 +91,7 @@ def image_page(request: Request, img_id: ImageId) -> HTMLResponse:
         ground_truth=display_name(image.ground_truth) or None,
         pred=pred,
         top=pred.top(TOP_K) if pred else [],
-        not_a_dog=shapes.not_a_dog(pred.dog_probability) if pred else None,
+        not_a_dog=records.not_a_dog(pred.dog_probability) if pred else None,
         others=preds[1:],
         breeds=sorted(BREEDS, key=lambda b: b.name.lower()),
     )

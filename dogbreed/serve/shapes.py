@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from dogbreed.breeds import BY_WNID, OWN_PREFIX, display_name, is_own
-from dogbreed.imagenet import DOG_THRESHOLD
+from dogbreed.breeds import BY_WNID, OWN_PREFIX, is_own
+from dogbreed.records import not_a_dog
 
 # Celery's names for a task's state, which the original service's clients read.
 TASK_STATES = {
@@ -55,34 +55,6 @@ def original_image(image: Any, pred: Any | None, names: Any = None) -> dict[str,
         "ground_truth": ground_truth_label(image.ground_truth, names),
         "predictions": original_predictions(pred),
     }
-
-
-def not_a_dog(p: float | None) -> bool | None:
-    return None if p is None else p < DOG_THRESHOLD
-
-
-def prediction_record(pred: Any, top_k: int) -> dict[str, Any]:
-    """One prediction as `dogbreed show --json` gives it."""
-    data = pred.to_dict(top_k)
-    data["not_a_dog"] = not_a_dog(pred.dog_probability)
-    return data
-
-
-def image_record(image: Any, preds: list[Any], top_k: int) -> dict[str, Any]:
-    """The full image record as `dogbreed show --json` gives it."""
-    data = image.to_dict()
-    data["ground_truth_name"] = display_name(image.ground_truth) or None
-    data["predictions"] = [prediction_record(p, top_k) for p in preds]
-    return data
-
-
-def listing_row(item: Any) -> dict[str, Any]:
-    """One row of `dogbreed list --json`."""
-    row = item.to_dict()
-    row["ground_truth_name"] = display_name(item.ground_truth) or None
-    row["top1_name"] = display_name(item.top1) or None
-    row["not_a_dog"] = not_a_dog(item.dog_probability)
-    return row
 
 
 def task(state: str, job: Any, image: Any | None, pred: Any | None) -> dict[str, Any]:
