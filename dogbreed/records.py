@@ -38,3 +38,11 @@ def listing_row(item: Any, vocabulary: Vocabulary) -> dict[str, Any]:
     row["top1_prob_among_breeds"] = item.top1_prob  # the same figure, named for what it is
     row["not_a_dog"] = not_a_dog(item.dog_probability)
     return row
+
+
+def run_record(run: Any) -> dict[str, Any]:
+    """A training run (``RunRecord``), saying whether it learnt from a synthetic dataset (runs recorded before
+    that was recorded: as their dataset's marker says)."""
+    from dogbreed.models.sources import is_synthetic_run
+
+    return dict(run.to_dict(), synthetic=is_synthetic_run(run))

@@ -307,10 +307,12 @@ def test_records_are_what_show_and_list_print(server, test_image):
     cli = Cli(server.db)
     record = server.get(f"/api/records/{test_image['id']}").json()
     assert record == cli.json("show", str(test_image["id"]))
-    page = server.get("/api/records", params={"limit": 2}).json()
-    assert page["data"] == cli.json("list", "--limit", "2")
-    follow = server.get("/api/records", params={"limit": 2, "after": page["next_after"]}).json()["data"]
-    assert follow == cli.json("list", "--limit", "2", "--after", str(page["next_after"]))
+    whole = server.get("/api/records", params={"limit": 2}).json()
+    assert whole["data"] == cli.json("list", "--limit", "2") and whole["next_after"] is None  # one image: no more
+    page = server.get("/api/records", params={"limit": 1}).json()
+    assert page["data"] == cli.json("list", "--limit", "1") and page["next_after"] == test_image["id"]
+    follow = server.get("/api/records", params={"limit": 1, "after": page["next_after"]}).json()["data"]
+    assert follow == cli.json("list", "--limit", "1", "--after", str(page["next_after"])) == []
     labelled = server.get("/api/records", params={"breed": "border collie", "limit": 1000}).json()["data"]
     assert labelled and {r["ground_truth"] for r in labelled} == {"n02106166"}
     assert server.get("/api/records/4040").status_code == 404

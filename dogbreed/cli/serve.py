@@ -159,17 +159,9 @@ def _url(sock: socket.socket) -> str:
 def _run(settings: Any, sock: socket.socket, access_log: bool) -> None:
     import uvicorn
 
-    from dogbreed.jobqueue import Supervisor
-    from dogbreed.serve.app import create_app
+    from dogbreed.serve.app import create_app, new_supervisor
 
-    service = Supervisor(
-        settings.db,
-        settings.source,
-        settings.choice,
-        workers=settings.workers,
-        threads=settings.threads,
-        batch_size=settings.batch_size,
-    )
+    service = new_supervisor(settings)
     try:
         service.start(settings.start_timeout_s)
     except KeyboardInterrupt:

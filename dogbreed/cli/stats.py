@@ -67,11 +67,9 @@ EVAL_COLUMNS = [
 
 
 def _run_rows(runs: list[Any]) -> list[dict[str, Any]]:
-    """Runs as rows, each saying whether it learnt from a synthetic dataset (runs recorded before that was
-    recorded: as their dataset's marker says)."""
-    from dogbreed.models.sources import is_synthetic_run
+    from dogbreed.records import run_record
 
-    return [dict(r.to_dict(), synthetic=is_synthetic_run(r)) for r in runs]
+    return [run_record(r) for r in runs]
 
 
 def _epoch_csv() -> list[Column]:

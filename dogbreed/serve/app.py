@@ -33,6 +33,18 @@ PAGE_POLICY = (
 )
 
 
+def new_supervisor(settings: ServeSettings) -> Supervisor:
+    """The prediction workers these ``ServeSettings`` ask for (not started)."""
+    return Supervisor(
+        settings.db,
+        settings.source,
+        settings.choice,
+        workers=settings.workers,
+        threads=settings.threads,
+        batch_size=settings.batch_size,
+    )
+
+
 def create_app(settings: ServeSettings, service: Supervisor | None = None) -> FastAPI:
     """The app over ``settings.db``. Its lifespan starts the prediction workers (the model loads once in each)
     before the first request is taken, unless ``service`` is one already started, and stops them at shutdown
@@ -40,14 +52,7 @@ def create_app(settings: ServeSettings, service: Supervisor | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        running = service or Supervisor(
-            settings.db,
-            settings.source,
-            settings.choice,
-            workers=settings.workers,
-            threads=settings.threads,
-            batch_size=settings.batch_size,
-        )
+        running = service or new_supervisor(settings)
         app.state.supervisor = running
         if service is None:
             await run_in_threadpool(running.start, settings.start_timeout_s)

@@ -166,7 +166,7 @@ def list_runs(request: Request) -> dict[str, Any]:
     from dogbreed.store.runs import list_runs as runs
 
     with store(request) as conn:
-        return {"data": [r.to_dict() for r in runs(conn)]}
+        return {"data": [records.run_record(r) for r in runs(conn)]}
 
 
 @router.get("/runs/{run_id}", name="get_run")
@@ -176,9 +176,9 @@ def get_run(request: Request, run_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> 
 
     with store(request) as conn:
         record = run(conn, run_id)
-    if record is None:
-        raise HTTPException(404, "No training run found.")
-    return record.to_dict()
+        if record is None:
+            raise HTTPException(404, "No training run found.")
+        return records.run_record(record)
 
 
 @router.get("/runs/{run_id}/curves", name="run_curves", responses={200: {"content": {"image/png": {}}}})
