@@ -315,6 +315,7 @@ def test_precision_choice_follows_the_hardware(monkeypatch):
     assert emulated.name == "bf16" and "emulated" in emulated.warning
     monkeypatch.setenv("DOGBREED_CPU_FEATURES", "avx512f avx512_bf16")
     assert choose(cpu, "auto").name == "bf16" and choose(cpu, "auto").warning is None
+    assert "scoring in fp32" in choose(cpu, "auto").note  # the training step alone: see test_train_precision.py
     monkeypatch.setenv("DOGBREED_CPU_FEATURES", "amx_bf16,amx_tile")
     assert choose(cpu, "auto").name == "bf16"
     assert choose(cpu, "fp32").name == "fp32"

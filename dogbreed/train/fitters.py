@@ -104,37 +104,39 @@ class CachedHeadFitter:
         self.optimizer = torch.optim.AdamW(model.head.parameters(), lr=config.lr, weight_decay=1e-4)
         self.features: tuple | None = None
         self.generator = torch.Generator()  # unused: each epoch's head loader is seeded by the epoch
-        self._features_cache: FeatureCache | None = None
+        self._features_caches: dict[str, FeatureCache] = {}
 
     @property
     def skipped(self) -> set[str]:
         return self.loop.skipped
 
-    def _cache(self) -> FeatureCache:
-        if self._features_cache is None:
+    def _cache(self, exact: bool) -> FeatureCache:
+        precision = "fp32" if exact else self.loop.amp.name
+        if precision not in self._features_caches:
             from dogbreed.config import resolve_paths
 
-            key = backbone_key(self.model, self.prep, self.loop.amp.name)
-            self._features_cache = FeatureCache.open(resolve_paths().cache / "features", key)
-        return self._features_cache
+            key = backbone_key(self.model, self.prep, precision)
+            self._features_caches[precision] = FeatureCache.open(resolve_paths().cache / "features", key)
+        return self._features_caches[precision]
 
-    def _compute(self, samples: list[Sample]) -> dict[str, torch.Tensor]:
+    def _compute(self, samples: list[Sample], exact: bool) -> dict[str, torch.Tensor]:
         """{sample path: feature} of the images the backbone has not seen yet (unreadable ones left out)."""
         if not samples:
             return {}
         cfg = self.config
         images = DatasetImages(self.data.index, samples, EvalTransform(self.prep))
-        feats, _, paths = self.loop.extract(self.model, loader(images, cfg.batch, workers=cfg.workers, seed=cfg.seed))
+        batches = loader(images, cfg.batch, workers=cfg.workers, seed=cfg.seed)
+        feats, _, paths = self.loop.extract(self.model, batches, exact=exact)
         return dict(zip(paths, feats))
 
-    def _extract_share(self, share: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    def _extract_share(self, share: list[Sample], exact: bool) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """This rank's features: read back from the cache where this backbone saw the image before, computed (and
-        kept) for the rest."""
-        cache = self._cache()
+        kept) for the rest. ``exact``: in fp32 whatever the training precision."""
+        cache = self._cache(exact)
         keys = dict(zip((s.path for s in share), image_keys(self.data.index, share)))
         features = {s.path: torch.from_numpy(f) for s in share if (f := cache.load(keys[s.path])) is not None}
         self.loop.listener.advance(len(features))
-        computed = self._compute([s for s in share if s.path not in features])
+        computed = self._compute([s for s in share if s.path not in features], exact)
         for path, feature in computed.items():
             cache.save(keys[path], feature.numpy())
         features.update(computed)
@@ -144,10 +146,10 @@ class CachedHeadFitter:
         stacked = torch.stack([features[s.path].float() for s in kept])
         return stacked, torch.tensor([s.label for s in kept]), [s.path for s in kept]
 
-    def _extract_part(self, part: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _extract_part(self, part: list[Sample], exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         ctx = self.loop.ctx
         share = [part[i] for i in ctx.shard(len(part))]
-        parts = distributed.gather(ctx, self._extract_share(share))
+        parts = distributed.gather(ctx, self._extract_share(share, exact))
         keys = [k for p in parts for k in p[2]]
         if not keys:
             raise DogbreedError("no readable images to extract features from")
@@ -159,7 +161,9 @@ class CachedHeadFitter:
         if self.features is None:
             total = (len(self.data.train) + len(self.data.val)) // ctx.world
             listener.start(f"epoch {n}: backbone features (once)", total)
-            self.features = (self._extract_part(self.data.train), self._extract_part(self.data.val))
+            # validation features in fp32, as predict's reference engine computes them: checkpoint selection
+            # scores what will be served; the head trains on features at the training precision
+            self.features = (self._extract_part(self.data.train), self._extract_part(self.data.val, exact=True))
             listener.stop()
         (train_x, train_y), (val_x, val_y) = self.features
         sampler = None

@@ -8,6 +8,7 @@ where progress goes, where images that could not be decoded are noted), so the p
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -102,7 +103,9 @@ class Loop:
 
     @torch.inference_mode()
     def evaluate(self, forward: Any, batches: Any) -> Evaluation:
-        """Loss and probabilities over this process's batches (not yet gathered: see ``gathered``)."""
+        """Loss and probabilities over this process's batches (not yet gathered: see ``gathered``), in fp32 whatever
+        the training precision: checkpoint selection must see what the reference fp32 engine (predict, eval) sees
+        of those weights, not a rounded approximation of it."""
         loss_fn = nn.CrossEntropyLoss(reduction="sum")
         total, ys, probs, paths = 0.0, [], [], []
         for x, y, keys, failed in batches:
@@ -110,9 +113,7 @@ class Loop:
             if x is None:
                 self.listener.advance(len(failed))
                 continue
-            with self.amp.autocast():
-                logits = forward(x.to(self.device))
-            logits = logits.float()
+            logits = forward(x.to(self.device)).float()
             total += float(loss_fn(logits, y.to(self.device)))
             ys.append(y.numpy())
             probs.append(torch.softmax(logits, 1).cpu().numpy())
@@ -133,14 +134,15 @@ class Loop:
         return Evaluation(sum(part.loss for part in parts) / len(paths), ys[at], probs[at], [paths[i] for i in at])
 
     @torch.inference_mode()
-    def extract(self, model: Any, batches: Any) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """The frozen backbone's feature vectors of this process's batches, with their labels and keys."""
+    def extract(self, model: Any, batches: Any, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """The frozen backbone's feature vectors of this process's batches, with their labels and keys: at the
+        training precision, or in fp32 when ``exact`` (validation features, scored as ``evaluate`` scores)."""
         model.eval()
         feats, labels, keys = [], [], []
         for x, y, batch_keys, failed in batches:
             self.skipped.update(failed)
             if x is not None:
-                with self.amp.autocast():
+                with nullcontext() if exact else self.amp.autocast():
                     feats.append(model.features(x.to(self.device)).float().cpu())
                 labels.append(y)
                 keys.extend(batch_keys)
