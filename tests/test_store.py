@@ -46,6 +46,19 @@ def _add(conn, n: int, label=None):
     return images.insert_images(conn, new)
 
 
+def test_a_snapshot_reads_one_moment_while_a_writer_goes_on(tmp_path):
+    path = tmp_path / "s.db"
+    store_db.open_store(path).close()
+    reader, writer = store_db.connect(path), store_db.connect(path)
+    count = "SELECT COUNT(*) FROM schema_version"
+    with store_db.snapshot(reader):
+        before = reader.execute(count).fetchone()[0]
+        with store_db.write(writer):  # a job finishing between two queries of one answer
+            writer.execute("INSERT INTO schema_version VALUES (99, 'x')")
+        assert reader.execute(count).fetchone()[0] == before
+    assert reader.execute(count).fetchone()[0] == before + 1
+
+
 def test_delete_cascades_to_bytes_predictions_and_jobs(tmp_path):
     conn = store_db.open_store(tmp_path / "s.db")
     _add(conn, 2)

@@ -62,13 +62,16 @@ async def classify(
         queued = await run_in_threadpool(_queue, request, photos, breed)
     except ServiceStopping as exc:
         raise HTTPException(503, str(exc)) from None
-    finished = await _wait(queued, cfg.wait_s if wait is None else wait)
+    await _wait(queued, cfg.wait_s if wait is None else wait)
     uploads = iter(queued.uploads)
     in_order = [refused[i] if i in refused else next(uploads) for i in range(len(files))]
     items = await run_in_threadpool(_answers, request, queued, in_order, top_k)
     if all(item["upload"] == "refused" for item in items):
         raise HTTPException(422, "; ".join(f"{item['filename']}: {item['reason']}" for item in items))
-    return JSONResponse({"data": items}, status_code=200 if finished else 202)
+    # The status comes from the states answered (one snapshot), not from the wait: a job that finishes between the
+    # two must not give a 202 whose items all say SUCCESS.
+    pending = any(item["state"] in ("PENDING", "STARTED") for item in items)
+    return JSONResponse({"data": items}, status_code=202 if pending else 200)
 
 
 def _queue(request: Request, photos: list[tuple[str, bytes]], breed: Any) -> Queued:
@@ -76,22 +79,22 @@ def _queue(request: Request, photos: list[tuple[str, bytes]], breed: Any) -> Que
         return queue_photos(conn, service(request), photos, breed)
 
 
-async def _wait(queued: Queued, seconds: float) -> bool:
-    """Wait for the writer thread to settle the ticket; False when the time ran out (the jobs go on)."""
+async def _wait(queued: Queued, seconds: float) -> None:
+    """Wait for the writer thread to settle the ticket, at most ``seconds`` (then the jobs go on)."""
     try:
         await asyncio.wait_for(asyncio.wrap_future(queued.ticket.future), seconds)
     except asyncio.TimeoutError:
-        return False
+        pass
     except ServiceStopping as exc:
         raise HTTPException(503, str(exc)) from None
-    return True
 
 
 def _answers(request: Request, queued: Queued, uploads: list[Any], top_k: int) -> list[dict[str, Any]]:
+    from dogbreed.store import snapshot
     from dogbreed.store.jobs import job_states
     from dogbreed.store.predictions import for_jobs
 
-    with store(request) as conn:
+    with store(request) as conn, snapshot(conn):  # states and results from one moment
         results = {r.job_id: r for r in for_jobs(conn, list(queued.jobs.values()))}
         states = job_states(conn, list(queued.jobs.values()))
     items = []

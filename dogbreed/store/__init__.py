@@ -1,5 +1,5 @@
 """The SQLite store: images with their bytes, predictions, prediction jobs, training runs."""
 
-from dogbreed.store.db import connect, open_store, utcnow, write
+from dogbreed.store.db import connect, open_store, snapshot, utcnow, write
 
-__all__ = ["connect", "open_store", "utcnow", "write"]
+__all__ = ["connect", "open_store", "snapshot", "utcnow", "write"]
