@@ -329,6 +329,14 @@ def _executor(plan: Execution, source: ModelSource, choice: Choice, db_path: Pat
     return ProcessPoolExecutor(plan.workers, mp_context=ctx, initializer=init_worker, initargs=initargs)
 
 
+def _close_pool(pool: Any) -> None:
+    """Cancel what has not started and wait for the pool's manager thread to end. Python 3.11 races at exit: its
+    atexit hook wakes every pool's manager thread without a lock while that thread may be closing the wake-up pipe,
+    printing an "Exception ignored ... Bad file descriptor" traceback after a stop message. The hook joins those
+    threads anyway, so joining here first costs nothing and leaves it no pipe to race for."""
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _start_resource_tracker() -> None:
     """multiprocessing's resource tracker (a spawned pool's semaphores are registered with it) ignores Ctrl-C and
     SIGTERM but dies of SIGHUP, which a closed terminal sends to the whole group; relaunched, it then prints a
@@ -383,7 +391,7 @@ def run_jobs(
         except BrokenProcessPool:
             held = [job_id for claimed in in_flight.values() for job_id, _ in claimed]
             job_rows.release(conn, held)
-            pool.shutdown(wait=False, cancel_futures=True)
+            _close_pool(pool)
             todo.appendleft(held)
             if attempt == 1:
                 left = sum(len(chunk) for chunk in todo)
@@ -393,7 +401,7 @@ def run_jobs(
                 ) from None
         except BaseException:  # Ctrl-C can land between a claim and its bookkeeping: hand back every claimed job
             job_rows.release(conn, job_ids)
-            pool.shutdown(wait=False, cancel_futures=True)
+            _close_pool(pool)
             raise
 
 
