@@ -195,8 +195,8 @@ def test_sigterm_and_sighup_stop_predict_as_ctrl_c_does(home, tmp_path, slow_che
 
 
 def test_ctrl_c_three_times_prints_the_good_line_and_nothing_after_it(home, tmp_path, slow_checkpoint, gate):
-    """The second and third Ctrl-C land while the first is being handled (the line is out, the workers' batches
-    are finishing): they are taken quietly."""
+    """The second and third Ctrl-C land while the first is being handled (the line is out, the process is
+    shutting down): they are taken quietly."""
     db = _uploaded(home, tmp_path, 32)
     args = ("predict", "--all", "-c", slow_checkpoint, "-b", "4", "-w", "2", "-q")
     proc = gate.start(dogbreed_cmd(db, *args), env=clean_env(home))
